@@ -1,0 +1,101 @@
+"""User speech -> encoder input features, computed on CPU inside the data loader.
+
+Two front ends, matching the two encoders the model supports:
+
+* ``FbankLFR`` for the SenseVoice-style ``FunAsrNanoEncoder``: 80-bin Kaldi fbank at
+  16 kHz (kaldi-native-fbank), then low-frame-rate stacking of 7 frames with stride 6,
+  i.e. 16.7 feature frames per second, one encoder output (and one ``<|audio|>``
+  placeholder) per stacked frame.
+* ``WhisperMel`` for Whisper's encoder: the numpy log-mel front end of
+  ``WhisperFeatureExtractor``; the encoder halves the frame rate (50 Hz outputs).
+
+Both resample with soxr first. ``num_outputs(features)`` tells the layout how many
+placeholders the encoder will fill, so the token sequence is exact before the model runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    if orig_sr == target_sr:
+        return wav.astype(np.float32, copy=False)
+    return soxr.resample(wav, orig_sr, target_sr).astype(np.float32)
+
+
+class FbankLFR:
+    """Kaldi fbank + LFR stacking, the SenseVoice / Fun-ASR front end."""
+
+    sample_rate = 16000
+
+    def __init__(self, num_mel_bins: int = 80, lfr_m: int = 7, lfr_n: int = 6):
+        import kaldi_native_fbank as knf
+
+        self.num_mel_bins, self.lfr_m, self.lfr_n = num_mel_bins, lfr_m, lfr_n
+        opts = knf.FbankOptions()
+        opts.frame_opts.dither = 0.0  # deterministic features: same shard -> same tensors
+        opts.frame_opts.samp_freq = self.sample_rate
+        opts.frame_opts.window_type = "hamming"
+        opts.mel_opts.num_bins = num_mel_bins
+        self._opts = opts
+        self._knf = knf
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_mel_bins * self.lfr_m
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        wav = resample(wav, sample_rate, self.sample_rate)
+        fbank = self._knf.OnlineFbank(self._opts)
+        # kaldi expects int16-range samples
+        fbank.accept_waveform(self.sample_rate, (wav * 32768.0).tolist())
+        fbank.input_finished()
+        n = fbank.num_frames_ready
+        if n == 0:
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
+        frames = np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32)
+        return self.stack_frames(frames)
+
+    def stack_frames(self, frames: np.ndarray) -> np.ndarray:
+        """LFR: pad (m-1)//2 copies of the first frame in front, then take m frames every n."""
+        m, n = self.lfr_m, self.lfr_n
+        out_len = int(np.ceil(len(frames) / n))
+        left = np.repeat(frames[:1], (m - 1) // 2, axis=0)
+        padded = np.concatenate([left, frames])
+        need = (out_len - 1) * n + m
+        if len(padded) < need:
+            padded = np.concatenate([padded, np.repeat(padded[-1:], need - len(padded), axis=0)])
+        idx = np.arange(out_len)[:, None] * n + np.arange(m)[None, :]
+        return padded[idx].reshape(out_len, m * frames.shape[1])
+
+    def num_outputs(self, features: np.ndarray) -> int:
+        return len(features)
+
+
+class WhisperMel:
+    """Whisper's log-mel front end (numpy only). Features are [frames, num_mel_bins]."""
+
+    sample_rate = 16000
+
+    def __init__(self, num_mel_bins: int = 80, max_seconds: float = 30.0):
+        from transformers import WhisperFeatureExtractor
+
+        self.num_mel_bins = num_mel_bins
+        self._fe = WhisperFeatureExtractor(feature_size=num_mel_bins, chunk_length=int(max_seconds))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_mel_bins
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        wav = resample(wav, sample_rate, self.sample_rate)
+        out = self._fe(wav, sampling_rate=self.sample_rate, padding=False, return_tensors="np")
+        return out["input_features"][0].T.astype(np.float32)  # [frames, mels]
+
+    def num_outputs(self, features: np.ndarray) -> int:
+        return (len(features) + 1) // 2  # the encoder's stride-2 convolution
+
+
+FRONT_ENDS = {"fbank_lfr": FbankLFR, "whisper": WhisperMel}

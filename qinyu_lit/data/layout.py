@@ -1,0 +1,255 @@
+"""Sample -> token sequence: the exact layout the model trains on (paper Eq. 1, Fig. 2).
+
+One conversation becomes a Qwen-style chat::
+
+    <|im_start|>system\\n{system}<|im_end|>\\n
+    <|im_start|>user\\n<|user_speaker|><|audio_start|><|audio|>*N<|audio_end|>{text}<|im_end|>\\n
+    <|im_start|>assistant\\n<|speaker|>{interleaved text and audio frames}<|im_end|>\\n
+
+* Every position holds either a text id or one assistant audio frame (8 codes, averaged
+  into one embedding by the model). ``codes[t]`` is -1 at text positions.
+* The assistant's audio is delayed (``delay.py``) and then interleaved with its text in
+  blocks following ``pattern`` (default ``1 8 4 8``: 1 text token, 8 frames, then 4 : 8
+  repeating; whichever modality runs out first, the other continues alone).
+* ``<|audio|>`` is repeated once per encoder output frame; ``<|speaker|>`` and
+  ``<|user_speaker|>`` are single placeholders. The model swaps in their embeddings.
+* History: earlier assistant turns keep their text, their speech is dropped (Fig. 2a).
+* ``target_mask[t]`` marks positions whose content is predicted from position t-1: the
+  content of the supervised assistant turn(s) and their closing ``<|im_end|>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .delay import delay
+from .schema import Sample, SampleError
+from .tokenizer import SpecialIds, special_ids
+
+
+@dataclass
+class TokenSequence:
+    """One sample laid out as positions. Packs and batches are made of these."""
+
+    input_ids: np.ndarray  # int64 [L]
+    codes: np.ndarray  # int64 [L, num_codebooks]; -1 at text positions
+    target_mask: np.ndarray  # bool [L]
+    speakers: list[np.ndarray] = field(default_factory=list)  # one per speaker placeholder, in order
+    audio_features: list[np.ndarray] = field(default_factory=list)  # one per <|audio_start|> span, in order
+    key: str = ""
+    source: str = ""
+    task: str = ""
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_targets(self) -> int:
+        return int(self.target_mask.sum())
+
+
+class TokenLayout:
+    """Builds ``TokenSequence``s from ``Sample``s.
+
+    Args:
+        tokenizer: a tokenizer from ``load_tokenizer`` (QinYu special tokens present).
+        pattern: interleave blocks as ``[n_text, m_audio, n_text, m_audio, ...]``; the last
+            pair repeats. The paper's default is ``[1, 8, 4, 8]``.
+        num_codebooks: codebooks per audio frame; samples with another count are rejected.
+        codebook_size: code ids per codebook; the per-codebook pad id is ``codebook_size``.
+        front_end: user-speech feature extractor (``features.FbankLFR`` or ``WhisperMel``);
+            ``None`` rejects samples with user speech.
+        supervise: ``"last"`` trains on the last assistant turn only (paper default),
+            ``"all"`` on every assistant turn.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        pattern: Seq[int] = (1, 8, 4, 8),
+        num_codebooks: int = 8,
+        codebook_size: int = 1024,
+        front_end=None,
+        supervise: str = "last",
+    ):
+        if len(pattern) < 2 or len(pattern) % 2 or any(p < 0 for p in pattern) or pattern[-2] + pattern[-1] == 0:
+            raise ValueError(f"pattern must be pairs [n_text, m_audio, ...] with a non-empty last pair, got {pattern}")
+        if supervise not in ("last", "all"):
+            raise ValueError(f"supervise must be 'last' or 'all', got {supervise!r}")
+        self.tokenizer = tokenizer
+        self.ids: SpecialIds = special_ids(tokenizer)
+        self.pairs = [(pattern[i], pattern[i + 1]) for i in range(0, len(pattern), 2)]
+        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
+        self.front_end, self.supervise = front_end, supervise
+        self._text_cache: dict[str, list[int]] = {}
+
+    @property
+    def pad_code(self) -> int:
+        return self.codebook_size
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, sample: Sample, prompt_only: bool = False) -> TokenSequence:
+        """Lay out ``sample``. With ``prompt_only`` stop right where the model starts answering
+        (after ``<|im_start|>assistant\\n<|speaker|>`` of the last turn): the generation prompt."""
+        self._check_codec(sample)
+        b = _Builder(self.num_codebooks)
+        ids = self.ids
+        if sample.system:
+            b.text([ids.im_start] + self._tok("system\n" + sample.system) + [ids.im_end] + self._tok("\n"))
+        last = len(sample.turns) - 1
+        for i, turn in enumerate(sample.turns):
+            if turn.role == "user":
+                b.text([ids.im_start] + self._tok("user\n"))
+                if turn.speaker is not None:
+                    b.text([ids.user_speaker])
+                    b.speakers.append(turn.speaker)
+                if turn.audio is not None:
+                    feats = self._features(sample, i)
+                    b.text([ids.audio_start] + [ids.audio] * self.front_end.num_outputs(feats) + [ids.audio_end])
+                    b.audio_features.append(feats)
+                if turn.text:
+                    b.text(self._tok(turn.text))
+                b.text([ids.im_end] + self._tok("\n"))
+                continue
+            b.text([ids.im_start] + self._tok("assistant\n"))
+            if sample.agent_speaker is not None:
+                b.text([ids.speaker])
+                b.speakers.append(sample.agent_speaker)
+            if prompt_only and i == last:
+                break
+            supervised = i == last or self.supervise == "all"
+            if i == last:  # the answer: text interleaved with its (delayed) speech
+                self._interleave(b, self._tok(turn.text), turn.codes, supervised)
+            elif turn.text:  # history keeps the text, drops the speech
+                b.text(self._tok(turn.text), supervised)
+            b.text([ids.im_end], supervised)
+            b.text(self._tok("\n"))
+        return b.finish(key=sample.key, source=sample.shard, task=sample.task)
+
+    def _interleave(self, b: _Builder, text: list[int], codes, supervised: bool) -> None:
+        audio = delay(codes, self.pad_code).T if codes is not None else np.zeros((0, self.num_codebooks), np.int64)
+        ti = ai = k = 0
+        while ti < len(text) or ai < len(audio):
+            n, m = self.pairs[min(k, len(self.pairs) - 1)]
+            b.text(text[ti : ti + n], supervised)
+            b.frames(audio[ai : ai + m], self.ids.frame, supervised)
+            ti, ai, k = ti + n, ai + m, k + 1
+
+    def _tok(self, text: str) -> list[int]:
+        ids = self._text_cache.get(text)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(self._text_cache) < 4096:  # role headers and newlines repeat constantly
+                self._text_cache[text] = ids
+        return ids
+
+    def _features(self, sample: Sample, i: int) -> np.ndarray:
+        turn = sample.turns[i]
+        if self.front_end is None:
+            raise SampleError(sample.shard, sample.key, f"turns[{i}].audio", "user speech needs an audio front end")
+        feats = self.front_end(turn.audio, turn.sample_rate)
+        if len(feats) == 0:
+            raise SampleError(sample.shard, sample.key, f"turns[{i}].audio", "audio too short for one feature frame")
+        return feats
+
+    def _check_codec(self, sample: Sample) -> None:
+        c = sample.codec
+        has_codes = any(t.codes is not None for t in sample.turns)
+        if has_codes and (c.num_codebooks, c.codebook_size) != (self.num_codebooks, self.codebook_size):
+            raise SampleError(
+                sample.shard,
+                sample.key,
+                "codec",
+                f"shard codes are {c.num_codebooks} x {c.codebook_size} ({c.name}) but the model expects "
+                f"{self.num_codebooks} x {self.codebook_size}; set data.num_codebooks / data.codebook_size "
+                "to match or rebuild the shards with the model's codec",
+            )
+
+    def truncate(self, seq: TokenSequence, length: int) -> TokenSequence:
+        """Keep at most the first ``length`` positions, never cutting a user-speech span in half
+        (the encoder output must fill all of its placeholders). Payloads follow the kept ids."""
+        ids = seq.input_ids
+        if len(ids) <= length:
+            return seq
+        starts, ends = np.flatnonzero(ids == self.ids.audio_start), np.flatnonzero(ids == self.ids.audio_end)
+        for s, e in zip(starts, ends):
+            if s < length <= e:
+                length = int(s)
+                break
+        kept = ids[:length]
+        return TokenSequence(
+            kept,
+            seq.codes[:length],
+            seq.target_mask[:length],
+            speakers=seq.speakers[: int(np.isin(kept, [self.ids.speaker, self.ids.user_speaker]).sum())],
+            audio_features=seq.audio_features[: int((kept == self.ids.audio_start).sum())],
+            key=seq.key,
+            source=seq.source,
+            task=seq.task,
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def describe(self, seq: TokenSequence) -> list[str]:
+        """Human-readable layout, one entry per run of positions (``*`` = supervised).
+
+        Text shows as its tokens, runs of ``<|audio|>`` as ``<|audio|>x N``, frames as
+        ``[c0 c1 ... c7]`` with ``_`` for a delay pad.
+        """
+        out, t = [], 0
+        while t < len(seq):
+            star = "*" if seq.target_mask[t] else ""
+            if seq.codes[t, 0] >= 0:
+                codes = " ".join("_" if c == self.pad_code else str(c) for c in seq.codes[t])
+                out.append(f"{star}[{codes}]")
+                t += 1
+                continue
+            tid = int(seq.input_ids[t])
+            run = 1
+            if tid == self.ids.audio:
+                while t + run < len(seq) and seq.input_ids[t + run] == tid:
+                    run += 1
+            token = self.tokenizer.convert_ids_to_tokens(tid)
+            out.append(f"{star}{token}" + (f"x{run}" if run > 1 else ""))
+            t += run
+        return out
+
+
+class _Builder:
+    """Accumulates positions; text and frames append in order."""
+
+    def __init__(self, num_codebooks: int):
+        self.num_codebooks = num_codebooks
+        self.ids: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.mask: list[np.ndarray] = []
+        self.speakers: list[np.ndarray] = []
+        self.audio_features: list[np.ndarray] = []
+
+    def text(self, ids: list[int], supervised: bool = False) -> None:
+        if not len(ids):
+            return
+        self.ids.append(np.asarray(ids, dtype=np.int64))
+        self.codes.append(np.full((len(ids), self.num_codebooks), -1, dtype=np.int64))
+        self.mask.append(np.full(len(ids), supervised))
+
+    def frames(self, frames: np.ndarray, frame_id: int, supervised: bool) -> None:
+        if not len(frames):
+            return
+        self.ids.append(np.full(len(frames), frame_id, dtype=np.int64))
+        self.codes.append(np.asarray(frames, dtype=np.int64))
+        self.mask.append(np.full(len(frames), supervised))
+
+    def finish(self, **meta) -> TokenSequence:
+        return TokenSequence(
+            np.concatenate(self.ids),
+            np.concatenate(self.codes),
+            np.concatenate(self.mask),
+            speakers=self.speakers,
+            audio_features=self.audio_features,
+            **meta,
+        )

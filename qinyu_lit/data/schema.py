@@ -1,0 +1,274 @@
+"""Shard schema v1: what one training sample holds, and the one validator for it.
+
+A sample is a group of tar members that share a key (WebDataset convention):
+
+    <key>.json                the document: task, language, prompts, ordered turns
+    <key>.turn<i>.flac        user speech of turn i (or .wav / .ogg)
+    <key>.turn<i>.codes.npy   assistant audio codes of turn i, int16 [num_codebooks, frames]
+    <key>.turn<i>.speaker.npy speaker embedding of the voice in turn i, float32 [D]
+    <key>.agent.speaker.npy   the agent voice (mean over samples of that voice), float32 [D]
+
+The JSON points at the members it uses, so a reader never guesses. ``decode_sample``
+is the validator: the writer runs it on every sample before writing, the reader on
+every sample it reads, and both report problems as ``SampleError(shard, key, field)``.
+See ``data_cards/SCHEMA.md`` for the field-by-field description and a worked example.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+
+SCHEMA_VERSION = "qinyu/v1"
+TASKS = ("asr", "tts", "sqa", "text", "conversation", "roleplay", "singing", "persona")
+ROLES = ("user", "assistant")
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
+
+
+class SampleError(ValueError):
+    """A sample that breaks the schema. Names the shard, the sample key and the field."""
+
+    def __init__(self, shard: str, key: str, field: str, reason: str):
+        self.shard, self.key, self.field, self.reason = shard, key, field, reason
+        super().__init__(f"{shard}: sample {key!r}, field {field!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """The audio-token format of a sample; checked against the model at training time."""
+
+    name: str
+    num_codebooks: int
+    codebook_size: int
+    frame_rate: float
+    sample_rate: int
+
+
+@dataclass
+class Turn:
+    role: str
+    text: str = ""
+    audio: np.ndarray | None = None  # float32 mono waveform (user speech)
+    sample_rate: int | None = None
+    codes: np.ndarray | None = None  # int64 [num_codebooks, frames] (assistant speech)
+    speaker: np.ndarray | None = None  # float32 [D]
+
+
+@dataclass
+class Sample:
+    key: str
+    task: str
+    turns: list[Turn]
+    codec: CodecInfo
+    language: str = "en"
+    system: str = ""
+    agent_speaker: np.ndarray | None = None
+    shard: str = "<memory>"
+    meta: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_sample(raw: dict, shard: str | None = None) -> Sample:
+    """Validate and decode one raw WebDataset sample (member suffix -> bytes).
+
+    Raises ``SampleError`` naming the shard, key and field of the first problem found.
+    """
+    key = raw.get("__key__", "<no key>")
+    shard = shard or raw.get("__url__", "<memory>")
+
+    def fail(field_name: str, reason: str):
+        raise SampleError(shard, key, field_name, reason)
+
+    if "json" not in raw:
+        fail("json", "missing member <key>.json")
+    try:
+        doc = json.loads(raw["json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail("json", f"not valid JSON ({e})")
+    if not isinstance(doc, dict):
+        fail("json", "the document must be a JSON object")
+    if doc.get("schema") != SCHEMA_VERSION:
+        fail("schema", f"expected {SCHEMA_VERSION!r}, got {doc.get('schema')!r}")
+    task = doc.get("task")
+    if task not in TASKS:
+        fail("task", f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    codec = _codec_info(doc.get("codec"), fail)
+
+    def member(field_name: str, name) -> bytes:
+        if not isinstance(name, str) or not name:
+            fail(field_name, f"expected a member name, got {name!r}")
+        if name not in raw:
+            fail(field_name, f"member {key}.{name} is missing from the shard")
+        return raw[name]
+
+    def embedding(field_name: str, name) -> np.ndarray:
+        vec = _load_npy(member(field_name, name), field_name, fail)
+        if vec.ndim != 1 or vec.size == 0:
+            fail(field_name, f"speaker embedding must be a non-empty vector, got shape {vec.shape}")
+        vec = vec.astype(np.float32)
+        if not np.isfinite(vec).all():
+            fail(field_name, "speaker embedding contains NaN or inf")
+        return vec
+
+    turns_doc = doc.get("turns")
+    if not isinstance(turns_doc, list) or not turns_doc:
+        fail("turns", "must be a non-empty list of turns")
+    turns = []
+    for i, t in enumerate(turns_doc):
+        where = f"turns[{i}]"
+        if not isinstance(t, dict) or t.get("role") not in ROLES:
+            fail(f"{where}.role", f"each turn needs a role in {ROLES}")
+        text = t.get("text", "")
+        if not isinstance(text, str):
+            fail(f"{where}.text", "must be a string")
+        turn = Turn(role=t["role"], text=text)
+        if t.get("audio") is not None:
+            if turn.role != "user":
+                fail(f"{where}.audio", "only user turns carry a waveform; assistant speech is codes")
+            turn.audio, turn.sample_rate = _load_audio(member(f"{where}.audio", t["audio"]), f"{where}.audio", fail)
+        if t.get("codes") is not None:
+            if turn.role != "assistant":
+                fail(f"{where}.codes", "only assistant turns carry audio codes")
+            turn.codes = _load_codes(member(f"{where}.codes", t["codes"]), codec, f"{where}.codes", fail)
+        if t.get("speaker") is not None:
+            turn.speaker = embedding(f"{where}.speaker", t["speaker"])
+        if not turn.text and turn.audio is None and turn.codes is None:
+            fail(where, "turn has neither text, audio nor codes")
+        turns.append(turn)
+    if turns[-1].role != "assistant":
+        fail("turns", "the last turn must be the assistant's (it is what the model learns to say)")
+
+    agent = doc.get("agent_speaker")
+    sample = Sample(
+        key=key,
+        task=task,
+        turns=turns,
+        codec=codec,
+        language=str(doc.get("language", "en")),
+        system=str(doc.get("system") or ""),
+        agent_speaker=embedding("agent_speaker", agent) if agent is not None else None,
+        shard=shard,
+        meta=doc.get("meta") or {},
+    )
+    dims = {v.shape[0] for v in [sample.agent_speaker] + [t.speaker for t in turns] if v is not None}
+    if len(dims) > 1:
+        fail("speaker", f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}")
+    return sample
+
+
+def _codec_info(doc, fail) -> CodecInfo:
+    if not isinstance(doc, dict):
+        fail("codec", "missing codec description {name, num_codebooks, codebook_size, frame_rate, sample_rate}")
+    try:
+        info = CodecInfo(
+            name=str(doc["name"]),
+            num_codebooks=int(doc["num_codebooks"]),
+            codebook_size=int(doc["codebook_size"]),
+            frame_rate=float(doc["frame_rate"]),
+            sample_rate=int(doc["sample_rate"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        fail("codec", f"incomplete codec description ({e})")
+    if info.num_codebooks < 1 or info.codebook_size < 2 or info.frame_rate <= 0:
+        fail("codec", f"implausible codec description {info}")
+    return info
+
+
+def _load_npy(data: bytes, field_name: str, fail) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # numpy raises several types for garbage
+        fail(field_name, f"not a readable .npy array ({type(e).__name__}: {e})")
+
+
+def _load_codes(data: bytes, codec: CodecInfo, field_name: str, fail) -> np.ndarray:
+    codes = _load_npy(data, field_name, fail)
+    if codes.ndim != 2 or codes.shape[0] != codec.num_codebooks:
+        fail(field_name, f"expected shape [{codec.num_codebooks}, frames], got {list(codes.shape)}")
+    if codes.shape[1] == 0:
+        fail(field_name, "codes have zero frames")
+    if not np.issubdtype(codes.dtype, np.integer):
+        fail(field_name, f"codes must be integers, got {codes.dtype}")
+    if codes.min() < 0 or codes.max() >= codec.codebook_size:
+        fail(field_name, f"code ids must lie in [0, {codec.codebook_size}), got [{codes.min()}, {codes.max()}]")
+    return codes.astype(np.int64)
+
+
+def _load_audio(data: bytes, field_name: str, fail) -> tuple[np.ndarray, int]:
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile errors
+        fail(field_name, f"undecodable audio ({type(e).__name__}: {e})")
+    if wav.shape[0] == 0:
+        fail(field_name, "audio has no samples")
+    wav = wav.mean(axis=1)  # mix down to mono
+    if not np.isfinite(wav).all():
+        fail(field_name, "audio contains NaN or inf")
+    return wav, int(sr)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_sample(sample: Sample) -> dict:
+    """Turn a ``Sample`` into WebDataset members (suffix -> bytes), following schema v1."""
+    raw: dict = {"__key__": sample.key}
+    turns = []
+    for i, t in enumerate(sample.turns):
+        doc: dict = {"role": t.role, "text": t.text}
+        if t.audio is not None:
+            name = f"turn{i}.flac"
+            raw[name] = _flac_bytes(t.audio, t.sample_rate)
+            doc["audio"] = name
+        if t.codes is not None:
+            name = f"turn{i}.codes.npy"
+            raw[name] = _npy_bytes(np.asarray(t.codes).astype(np.int16 if sample.codec.codebook_size <= 32768 else np.int32))
+            doc["codes"] = name
+        if t.speaker is not None:
+            name = f"turn{i}.speaker.npy"
+            raw[name] = _npy_bytes(np.asarray(t.speaker, dtype=np.float32))
+            doc["speaker"] = name
+        turns.append(doc)
+    document = {
+        "schema": SCHEMA_VERSION,
+        "task": sample.task,
+        "language": sample.language,
+        "system": sample.system,
+        "codec": sample.codec.__dict__,
+        "turns": turns,
+    }
+    if sample.agent_speaker is not None:
+        raw["agent.speaker.npy"] = _npy_bytes(np.asarray(sample.agent_speaker, dtype=np.float32))
+        document["agent_speaker"] = "agent.speaker.npy"
+    if sample.meta:
+        document["meta"] = sample.meta
+    raw["json"] = json.dumps(document, ensure_ascii=False, indent=1).encode()
+    return raw
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _flac_bytes(wav: np.ndarray, sample_rate: int | None) -> bytes:
+    if sample_rate is None:
+        raise ValueError("a waveform needs its sample_rate")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def audio_seconds(sample: Sample) -> float:
+    """User speech seconds plus assistant speech seconds of a sample."""
+    user = sum(len(t.audio) / t.sample_rate for t in sample.turns if t.audio is not None)
+    agent = sum(t.codes.shape[1] / sample.codec.frame_rate for t in sample.turns if t.codes is not None)
+    return user + agent if math.isfinite(user + agent) else 0.0

@@ -1,0 +1,80 @@
+"""Building the two pretrained-or-random parts: the LLM backbone and the audio encoder.
+
+One code path for both cases: a string is a pretrained name or directory and goes
+through ``from_pretrained``; a dict is a config (with ``model_type``) and builds the same
+class with random weights - that is how the tests get a tiny Qwen3 or FunAsrNano encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+ENCODER_TYPES = ("fun_asr_nano", "whisper")
+
+
+def _dtype(name: str | None):
+    return getattr(torch, name) if name else None
+
+
+def build_backbone(spec: str | dict, attn_implementation: str = "sdpa", dtype: str | None = None) -> nn.Module:
+    """Any causal LM from ``transformers`` (paper: Qwen3-8B, Youtu-LLM-4B)."""
+    if isinstance(spec, str):
+        return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=_dtype(dtype))
+    spec = dict(spec)
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    config._attn_implementation = attn_implementation
+    model = AutoModelForCausalLM.from_config(config)
+    return model.to(_dtype(dtype)) if dtype else model
+
+
+def build_audio_encoder(spec: str | dict, kind: str = "fun_asr_nano", dtype: str | None = None) -> nn.Module:
+    """The frozen speech encoder: ``FunAsrNanoEncoder`` (SenseVoice SAN-M) or Whisper's encoder.
+
+    ``spec`` may name a full checkpoint (``FunAudioLLM/Fun-ASR-Nano-2512-hf``,
+    ``openai/whisper-large-v3``): only its encoder is kept.
+    """
+    if kind not in ENCODER_TYPES:
+        raise ValueError(f"audio_encoder_type must be one of {ENCODER_TYPES}, got {kind!r}")
+    if kind == "fun_asr_nano":
+        from transformers.models.fun_asr_nano.configuration_fun_asr_nano import FunAsrNanoEncoderConfig
+        from transformers.models.fun_asr_nano.modeling_fun_asr_nano import FunAsrNanoEncoder as Encoder
+
+        config_cls = FunAsrNanoEncoderConfig
+    else:
+        from transformers import WhisperConfig as config_cls
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder as Encoder
+    if isinstance(spec, dict):
+        return Encoder(config_cls(**spec))
+    full = AutoConfig.from_pretrained(spec)
+    if isinstance(full, config_cls) and full.model_type != "whisper":
+        return Encoder.from_pretrained(spec, dtype=_dtype(dtype))
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(spec, dtype=_dtype(dtype))
+    encoder = model.get_encoder() if kind == "whisper" else model.audio_tower
+    return encoder
+
+
+def encoder_width(encoder: nn.Module) -> int:
+    cfg = encoder.config
+    return getattr(cfg, "d_model", None) or cfg.hidden_size
+
+
+def run_audio_encoder(encoder: nn.Module, features: torch.Tensor, lens: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    """Encode a padded batch of clips; returns one [n_i, width] tensor per clip.
+
+    For FunAsrNano ``n_i`` equals the number of LFR frames; for Whisper the features are
+    padded to its fixed 30 s window and the first ``ceil(frames / 2)`` outputs are kept.
+    """
+    if kind == "fun_asr_nano":
+        mask = (torch.arange(features.shape[1], device=features.device)[None] < lens[:, None]).long()
+        hidden = encoder(input_features=features, input_features_mask=mask).last_hidden_state
+        return [hidden[i, : int(n)] for i, n in enumerate(lens)]
+    window = encoder.config.max_source_positions * 2
+    if features.shape[1] > window:
+        raise ValueError(f"user speech of {features.shape[1]} mel frames exceeds Whisper's {window}-frame window")
+    mel = torch.nn.functional.pad(features, (0, 0, 0, window - features.shape[1])).transpose(1, 2)
+    hidden = encoder(input_features=mel).last_hidden_state
+    return [hidden[i, : (int(n) + 1) // 2] for i, n in enumerate(lens)]

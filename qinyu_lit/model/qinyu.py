@@ -1,0 +1,219 @@
+"""The QinYu speech LM: a transformers causal LM plus the few parts QinYu adds (paper §3).
+
+    user speech  -> frozen audio encoder -> adapter (LayerNorm, Linear-GELU-Linear) -.
+    speaker vecs -> speaker projector (D -> H) ---------------------------------------+-> inputs_embeds
+    text ids     -> the backbone's own embeddings -----------------------------------|
+    audio frame  -> mean of its 8 codebook embeddings ------------------------------'
+    backbone hidden -> [LM head | codebook-0 head]  (one softmax: text vocab + codebook 0)
+                    -> 7 heads for codebooks 1..7
+
+Nothing of the backbone is forked or edited: placeholders in ``input_ids`` are swapped
+for the injected embeddings, and the decoder runs on ``inputs_embeds`` with
+``position_ids`` that restart per packed sample (transformers derives the block-diagonal
+mask from them). ``use_cache=False`` in training: with a cache present transformers skips
+the packed-sequence detection and attention would leak across samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.tokenizer import load_tokenizer, special_ids
+from .encoders import build_audio_encoder, build_backbone, encoder_width, run_audio_encoder
+
+
+@dataclass
+class QinYuConfig:
+    """What to build. Strings are pretrained names or directories; dicts are configs of the same
+    classes with random weights (``model_type`` picks the class).
+
+    Args:
+        backbone: causal LM, e.g. ``Qwen/Qwen3-8B``, or a config dict ``{model_type: qwen3, ...}``.
+        tokenizer: tokenizer name or directory; must be the one the data module uses.
+        audio_encoder: speech encoder checkpoint or config dict; ``None`` for a text-input model.
+        audio_encoder_type: ``fun_asr_nano`` (SenseVoice SAN-M, 16.7 Hz) or ``whisper``.
+        num_codebooks: audio codebooks per frame (XY-Tokenizer and Mimi at 8).
+        codebook_size: codes per codebook (XY-Tokenizer 1024, Mimi 2048); pad id = codebook_size.
+        speaker_dim: speaker embedding size (CAM++: 192).
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (GPU, packed via position ids).
+        dtype: weight dtype at load time (``bfloat16`` for large models), ``None`` keeps float32.
+        gradient_checkpointing: recompute backbone activations in backward (saves memory, ~30% slower).
+    """
+
+    backbone: str | dict = "Qwen/Qwen3-8B"
+    tokenizer: str = "Qwen/Qwen3-8B"
+    audio_encoder: str | dict | None = None
+    audio_encoder_type: str = "fun_asr_nano"
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    speaker_dim: int = 192
+    attn_implementation: str = "sdpa"
+    dtype: str | None = None
+    gradient_checkpointing: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # Eq. 3 averaged over supervised positions
+    text_loss: torch.Tensor  # CE over text-target positions
+    audio_loss: torch.Tensor  # mean-of-8 CE over audio-target positions
+    codebook_loss: torch.Tensor  # [C] mean CE of each codebook over audio positions
+    codebook_correct: torch.Tensor  # [C] correct argmax count per codebook
+    text_correct: torch.Tensor  # correct argmax count over text positions
+    num_text: int
+    num_audio: int
+
+
+class QinYuModel(nn.Module):
+    def __init__(self, config: QinYuConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        self.ids = special_ids(self.tokenizer)
+        self.backbone = build_backbone(config.backbone, config.attn_implementation, config.dtype)
+        if len(self.tokenizer) > self.backbone.get_input_embeddings().num_embeddings:
+            self.backbone.resize_token_embeddings(len(self.tokenizer))
+        if config.gradient_checkpointing:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hidden = self.backbone.config.get_text_config().hidden_size
+        dtype = self.backbone.get_input_embeddings().weight.dtype
+
+        self.audio_encoder = None
+        if config.audio_encoder is not None:
+            self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_type, config.dtype)
+            self.audio_encoder.requires_grad_(False)  # frozen in every stage (paper)
+            width = encoder_width(self.audio_encoder)
+            self.adapter = nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+            ).to(dtype)
+        self.speaker_proj = nn.Linear(config.speaker_dim, hidden).to(dtype)
+
+        k = config.codebook_size + 1  # + the delay pad
+        self.codebook_embed = nn.Embedding(config.num_codebooks * k, hidden).to(dtype)  # one table, offset per codebook
+        std = getattr(self.backbone.config.get_text_config(), "initializer_range", 0.02)
+        nn.init.normal_(self.codebook_embed.weight, std=std)
+        self.code0_head = nn.Linear(hidden, k, bias=False).to(dtype)  # the LM head's extension
+        self.code_heads = nn.ModuleList(nn.Linear(hidden, k, bias=False).to(dtype) for _ in range(config.num_codebooks - 1))
+        self.register_buffer("code_offsets", torch.arange(config.num_codebooks) * k, persistent=False)
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def text_vocab(self) -> int:
+        """Rows of the backbone's LM head; codebook-0 code c is class ``text_vocab + c``."""
+        return self.backbone.get_output_embeddings().out_features
+
+    @property
+    def pad_code(self) -> int:
+        return self.config.codebook_size
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.audio_encoder is not None:
+            self.audio_encoder.eval()  # frozen: no dropout, whatever the stage does
+        return self
+
+    # ------------------------------------------------------------------ inputs
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., C] codes -> [..., H]: the mean of the C codebook embeddings (paper: averaged input)."""
+        return self.codebook_embed(codes + self.code_offsets).mean(-2)
+
+    def embed_inputs(self, batch: dict) -> torch.Tensor:
+        ids, codes = batch["input_ids"], batch["codes"]
+        embeds = self.backbone.get_input_embeddings()(ids)
+        is_audio = codes[..., 0] >= 0
+        if is_audio.any():
+            frames = self.embed_codes(codes[is_audio]).to(embeds.dtype)
+            embeds = embeds.masked_scatter(is_audio[..., None], frames)
+        is_speaker = (ids == self.ids.speaker) | (ids == self.ids.user_speaker)
+        if is_speaker.any():
+            spk = batch["speakers"].to(embeds.device, self.speaker_proj.weight.dtype)
+            if spk.shape[0] != int(is_speaker.sum()) or spk.shape[-1] != self.config.speaker_dim:
+                raise ValueError(
+                    f"batch has {int(is_speaker.sum())} speaker placeholders but speaker embeddings of shape "
+                    f"{tuple(spk.shape)}; the model expects dimension {self.config.speaker_dim} (model.net.speaker_dim)"
+                )
+            embeds = embeds.masked_scatter(is_speaker[..., None], self.speaker_proj(spk).to(embeds.dtype))
+        is_user_audio = ids == self.ids.audio
+        if is_user_audio.any():
+            if self.audio_encoder is None:
+                raise ValueError("the batch holds user speech but the model has no audio encoder (model.net.audio_encoder)")
+            audio = self.encode_audio(batch["audio_features"], batch["audio_feature_lens"])
+            if audio.shape[0] != int(is_user_audio.sum()):
+                raise ValueError(f"{int(is_user_audio.sum())} <|audio|> placeholders but {audio.shape[0]} encoder frames")
+            embeds = embeds.masked_scatter(is_user_audio[..., None], audio.to(embeds.dtype))
+        return embeds
+
+    def encode_audio(self, features: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder (no graph kept) + trainable adapter -> [sum of frames, H]."""
+        enc_dtype = next(self.audio_encoder.parameters()).dtype
+        with torch.no_grad():
+            per_clip = run_audio_encoder(self.audio_encoder, features.to(enc_dtype), lens, self.config.audio_encoder_type)
+        return self.adapter(torch.cat(per_clip).to(self.adapter[1].weight.dtype))
+
+    # ------------------------------------------------------------------ forward
+
+    def hidden_states(self, batch: dict, **kwargs) -> torch.Tensor:
+        out = self.backbone.get_decoder()(
+            inputs_embeds=self.embed_inputs(batch), position_ids=batch["position_ids"], use_cache=False, **kwargs
+        )
+        return out.last_hidden_state
+
+    def head0_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The extended LM head: [..., text_vocab + codebook_size + 1]."""
+        lm = self.backbone.get_output_embeddings()(hidden)
+        return torch.cat([lm, self.code0_head(hidden).to(lm.dtype)], dim=-1)
+
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Codebooks 1..C-1: [..., C-1, codebook_size + 1]."""
+        return torch.stack([head(hidden) for head in self.code_heads], dim=-2)
+
+    def forward(self, batch: dict) -> LossOutput:
+        return self.loss(batch)
+
+    def loss(self, batch: dict) -> LossOutput:
+        """Paper Eq. 2-3. Position t predicts the content of t+1 where ``target_mask[t+1]``;
+        a text target costs its CE, an audio target the mean CE of its C codebooks."""
+        hidden = self.hidden_states(batch)
+        mask = batch["target_mask"][:, 1:]
+        h = hidden[:, :-1][mask]  # only supervised positions reach the (large) heads
+        next_ids = batch["input_ids"][:, 1:][mask]
+        next_codes = batch["codes"][:, 1:][mask]
+        is_audio = next_codes[:, 0] >= 0
+        target0 = torch.where(is_audio, self.text_vocab + next_codes[:, 0], next_ids)
+        logits0 = self.head0_logits(h).float()
+        ce0 = F.cross_entropy(logits0, target0, reduction="none")
+        correct0 = logits0.argmax(-1) == target0
+
+        num_cb = self.config.num_codebooks
+        per_position = ce0.clone()
+        cb_loss = torch.zeros(num_cb, device=h.device)
+        cb_correct = torch.zeros(num_cb, device=h.device)
+        num_audio = int(is_audio.sum())
+        if num_audio:
+            logits_rest = self.code_logits(h[is_audio]).float()  # [A, C-1, K]
+            targets_rest = next_codes[is_audio][:, 1:]
+            ce_rest = F.cross_entropy(logits_rest.transpose(1, 2), targets_rest, reduction="none")  # [A, C-1]
+            ce_all = torch.cat([ce0[is_audio][:, None], ce_rest], dim=1)  # [A, C]
+            per_position = per_position.masked_scatter(is_audio, ce_all.mean(1))
+            cb_loss = ce_all.mean(0).detach()
+            correct_rest = logits_rest.argmax(-1) == targets_rest
+            cb_correct = torch.cat([correct0[is_audio][:, None], correct_rest], 1).float().sum(0)
+        is_text = ~is_audio
+        zero = per_position.new_zeros(())
+        return LossOutput(
+            loss=per_position.mean() if len(per_position) else hidden.sum() * 0.0,
+            text_loss=per_position[is_text].mean().detach() if is_text.any() else zero,
+            audio_loss=per_position[is_audio].mean().detach() if num_audio else zero,
+            codebook_loss=cb_loss,
+            codebook_correct=cb_correct,
+            text_correct=correct0[is_text].float().sum(),
+            num_text=int(is_text.sum()),
+            num_audio=num_audio,
+        )

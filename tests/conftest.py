@@ -1,0 +1,43 @@
+"""Shared fixtures: a small demo corpus on disk and a tiny model config of the real classes."""
+
+from __future__ import annotations
+
+import pytest
+
+from qinyu_lit.data.demo import make_demo_corpus
+from qinyu_lit.model.qinyu import QinYuConfig
+
+TINY_BACKBONE = dict(
+    model_type="qwen3",
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=448,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
+TINY_ENCODER = dict(
+    hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2, num_timestamp_prediction_layers=1
+)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A small demo corpus: 4 train and 1 val samples per task, 16-d speakers, 8 x 64 codes."""
+    return make_demo_corpus(tmp_path_factory.mktemp("demo"), samples_per_task=4, val_samples_per_task=1, samples_per_shard=8)
+
+
+@pytest.fixture
+def tiny_net(demo_dir) -> QinYuConfig:
+    return QinYuConfig(
+        backbone=dict(TINY_BACKBONE),
+        tokenizer=str(demo_dir / "tokenizer"),
+        audio_encoder=dict(TINY_ENCODER),
+        num_codebooks=8,
+        codebook_size=64,
+        speaker_dim=16,
+        attn_implementation="sdpa",
+    )
