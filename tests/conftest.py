@@ -15,7 +15,7 @@ TINY_BACKBONE = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
     head_dim=16,
-    vocab_size=448,
+    vocab_size=768,
     max_position_embeddings=4096,
     tie_word_embeddings=False,
 )

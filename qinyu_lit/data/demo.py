@@ -159,7 +159,8 @@ def make_demo_corpus(
         samples = [s for task in tasks for s in demo_samples(task, count, split_seed, **args)]
         order = np.random.default_rng(split_seed).permutation(len(samples))  # mix tasks within shards
         write_shards([samples[i] for i in order], out_dir / split, samples_per_shard)
-    texts = list(WORDS) + list(PROMPTS.values()) + list(CHARACTERS.values()) + ["system user assistant"]
-    texts += [" ".join(WORDS[i : i + 6]) for i in range(0, len(WORDS), 3)]
-    train_demo_tokenizer(texts, out_dir / "tokenizer", vocab_size=400)
+    # the chat template's words repeat in every sample: weight them so each is one token
+    texts = ["system\n", "user\n", "assistant\n"] * 50 + [" ".join(WORDS)] * 20 + list(WORDS) * 10
+    texts += list(PROMPTS.values()) * 5 + list(CHARACTERS.values())
+    train_demo_tokenizer(texts, out_dir / "tokenizer", vocab_size=768)
     return out_dir

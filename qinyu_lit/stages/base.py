@@ -111,14 +111,14 @@ class QinYuStage(L.LightningModule):
         if out.num_text:
             self.log(f"{split}/text_loss", out.text_loss, **log)
             m = self.metrics[f"{split}_text_acc"]
-            m.update(out.text_correct / out.num_text, weight=out.num_text)
+            m(out.text_correct / out.num_text, weight=out.num_text)  # forward: batch value + running mean
             self.log(f"{split}/text_acc", m, on_step=on_step, on_epoch=not on_step, batch_size=size)
         if out.num_audio:
             self.log(f"{split}/audio_loss", out.audio_loss, **log)
             for j in range(self.net_config.num_codebooks):
                 self.log(f"{split}_codebook/loss_{j}", out.codebook_loss[j], **log)
                 m = self.metrics[f"{split}_cb{j}_acc"]
-                m.update(out.codebook_correct[j] / out.num_audio, weight=out.num_audio)
+                m(out.codebook_correct[j] / out.num_audio, weight=out.num_audio)
                 self.log(f"{split}_codebook/acc_{j}", m, on_step=on_step, on_epoch=not on_step, batch_size=size)
 
     def on_before_optimizer_step(self, optimizer) -> None:
