@@ -176,7 +176,7 @@ class TokenLayout:
         if len(ids) <= length:
             return seq
         starts, ends = np.flatnonzero(ids == self.ids.audio_start), np.flatnonzero(ids == self.ids.audio_end)
-        for s, e in zip(starts, ends):
+        for s, e in zip(starts, ends, strict=True):
             if s < length <= e:
                 length = int(s)
                 break
