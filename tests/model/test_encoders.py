@@ -24,7 +24,7 @@ def test_pretrained_directory_and_config_build_the_same_classes(tmp_path):
     random_lm.save_pretrained(tmp_path / "lm")
     loaded = build_backbone(str(tmp_path / "lm"))
     assert type(loaded) is type(random_lm)
-    for (n, a), (_, b) in zip(random_lm.state_dict().items(), loaded.state_dict().items()):
+    for (n, a), (_, b) in zip(random_lm.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
 
     enc = build_audio_encoder(dict(TINY_ENCODER), "fun_asr_nano")
@@ -32,7 +32,7 @@ def test_pretrained_directory_and_config_build_the_same_classes(tmp_path):
     enc.save_pretrained(tmp_path / "enc")
     loaded_enc = build_audio_encoder(str(tmp_path / "enc"), "fun_asr_nano")
     assert type(loaded_enc) is type(enc)
-    for (n, a), (_, b) in zip(enc.state_dict().items(), loaded_enc.state_dict().items()):
+    for (n, a), (_, b) in zip(enc.state_dict().items(), loaded_enc.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     whisper = build_audio_encoder(dict(TINY_WHISPER), "whisper")
     assert type(whisper).__name__ == "WhisperEncoder"
