@@ -27,12 +27,17 @@ def write_shard(samples: Iterable[Sample], path: str | Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     count = 0
-    with wds.TarWriter(str(tmp)) as sink:
-        for sample in samples:
-            raw = encode_sample(sample)
-            decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
-            sink.write(raw)
-            count += 1
+    # fixed member times: the same samples give byte-identical shards (resumed builds, reproducible demo)
+    try:
+        with wds.TarWriter(str(tmp), mtime=0) as sink:
+            for sample in samples:
+                raw = encode_sample(sample)
+                decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
+                sink.write(raw)
+                count += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # an unfinished shard is dropped whole; finished shards are untouched
+        raise
     os.replace(tmp, path)
     return count
 

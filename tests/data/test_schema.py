@@ -98,4 +98,4 @@ def test_writer_refuses_a_bad_sample_and_leaves_no_shard(tmp_path):
     path = tmp_path / "shard-000000.tar"
     with pytest.raises(SampleError, match="expected shape"):
         write_shard([good_sample("ok"), bad], path)
-    assert not path.exists()  # only the temporary .partial file was written
+    assert not path.exists() and not list(tmp_path.iterdir())  # no shard, no leftover .partial

@@ -1,0 +1,155 @@
+"""Audio codecs: waveform <-> multi-codebook codes ``[num_codebooks, frames]``.
+
+The shard builder only needs the small ``AudioCodec`` interface below, so any codec with
+the paper's shape can be plugged in by import path (``qinyu-lit data build --codec_class
+my_pkg.XYTokenizerCodec``). XY-Tokenizer (the paper's codec: 8 x 1024 codes at 12.5 Hz
+from 16 kHz input) has no transformers class; ``MimiCodec`` wraps transformers'
+``MimiModel``, which has the same shape (8 of its 32 quantizers, 2048 codes, 12.5 Hz,
+24 kHz input).
+
+A randomly initialised Mimi (tiny or full size) emits one code per codebook for any input:
+it exercises shapes, rates and plumbing, never content. Use pretrained weights
+(``kyutai/mimi``) for real data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .schema import CodecInfo
+
+# MimiConfig fields of a small random codec for tests and CPU demos (~0.4M parameters).
+# Mimi's grouped upsampling conv needs upsample_groups == hidden_size.
+TINY_MIMI = dict(
+    hidden_size=32,
+    upsample_groups=32,
+    num_filters=8,
+    num_hidden_layers=1,
+    intermediate_size=64,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    head_dim=16,
+    codebook_size=64,
+    codebook_dim=16,
+    vector_quantization_hidden_dimension=16,
+    num_quantizers=8,
+)
+
+
+class AudioCodec:
+    """What the shard builder needs from a codec.
+
+    Subclasses set ``name``, ``num_codebooks``, ``codebook_size``, ``frame_rate`` and
+    ``sample_rate`` and implement ``encode`` (a batch of mono float32 waveforms at
+    ``sample_rate`` -> one int array ``[num_codebooks, frames]`` each) and ``decode``.
+    """
+
+    name: str
+    num_codebooks: int
+    codebook_size: int
+    frame_rate: float
+    sample_rate: int
+
+    @property
+    def info(self) -> CodecInfo:
+        """The format record stored in every sample and in the shard index."""
+        return CodecInfo(
+            self.name, self.num_codebooks, self.codebook_size, float(self.frame_rate), int(self.sample_rate)
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the codec emits for ``num_samples`` input samples (a partial frame counts)."""
+        return max(1, math.ceil(num_samples * self.frame_rate / self.sample_rate))
+
+    def encode(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MimiCodec(AudioCodec):
+    """transformers ``MimiModel`` as a codec.
+
+    Args:
+        model: a pretrained name or directory (``kyutai/mimi``), or a dict of ``MimiConfig``
+            fields for a randomly initialised codec (``{}`` = the full-size architecture;
+            ``codecs.TINY_MIMI`` = a tiny one for tests).
+        num_quantizers: codebooks kept per frame (the paper's model uses 8).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seed of the random weights when ``model`` is a dict (same seed, same codec in
+            every worker process).
+        name: recorded in the shards; defaults to the pretrained name or ``mimi-random``.
+    """
+
+    def __init__(
+        self,
+        model: str | dict = "kyutai/mimi",
+        num_quantizers: int = 8,
+        device: str = "cpu",
+        seed: int = 0,
+        name: str | None = None,
+    ):
+        from transformers import MimiConfig, MimiModel
+
+        if isinstance(model, dict):
+            config = MimiConfig(**model)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.model = MimiModel(config)
+            default_name = "mimi-random"
+        else:
+            self.model = MimiModel.from_pretrained(model)
+            config = self.model.config
+            default_name = str(model)
+        if not 1 <= num_quantizers <= config.num_quantizers:
+            raise ValueError(
+                f"num_quantizers must lie in [1, {config.num_quantizers}] for this Mimi, got {num_quantizers}"
+            )
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        self.name = name or default_name
+        self.num_codebooks = num_quantizers
+        self.codebook_size = int(config.codebook_size)
+        self.frame_rate = float(config.frame_rate)
+        self.sample_rate = int(config.sampling_rate)
+
+    @torch.inference_mode()
+    def encode(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One padded forward pass for the whole batch; each result is cut to its own length."""
+        if not waves:
+            return []
+        longest = max(len(w) for w in waves)
+        batch = torch.zeros(len(waves), 1, longest)
+        mask = torch.zeros(len(waves), longest, dtype=torch.long)
+        for i, w in enumerate(waves):
+            batch[i, 0, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            mask[i, : len(w)] = 1
+        out = self.model.encode(
+            batch.to(self.device), padding_mask=mask.to(self.device), num_quantizers=self.num_codebooks
+        )
+        codes = out.audio_codes.cpu().numpy()  # [B, num_codebooks, frames]
+        return [codes[i, :, : self.num_frames(len(w))].astype(np.int64) for i, w in enumerate(waves)]
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``[num_codebooks, frames]`` -> mono float32 waveform at ``sample_rate``."""
+        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)[None]
+        return self.model.decode(codes).audio_values[0, 0].float().cpu().numpy()
+
+
+def load_codec(codec_class: str, **kwargs) -> AudioCodec:
+    """Build a codec from its import path (``package.module.ClassName``) and arguments."""
+    module_name, _, class_name = codec_class.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"--codec_class {codec_class!r} is not an importable class ({e})") from e
+    if not (isinstance(cls, type) and issubclass(cls, AudioCodec)):
+        raise ValueError(f"--codec_class {codec_class!r} must subclass qinyu_lit.data.codecs.AudioCodec")
+    return cls(**kwargs)
