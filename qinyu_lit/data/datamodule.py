@@ -1,39 +1,156 @@
-"""The LightningDataModule: shard sets in, collated batches out."""
+"""The LightningDataModule: weighted shard sets in, collated (optionally packed) batches out.
+
+It also owns the data stream's position: every training batch tells where it came from
+(``stream_state``), the module records the last one the training loop actually took
+(``on_before_batch_transfer``: Lightning fetches one batch ahead, so "yielded" is not
+"trained on") and ``state_dict`` puts those positions in the Lightning checkpoint.
+``--ckpt_path last`` then resumes the stream mid-epoch without repeating or skipping a sample.
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import lightning as L
+import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from .features import FRONT_ENDS
 from .layout import TokenLayout
-from .stream import ShardStream, expand_shards
+from .mixture import Catalog, parse_sources
+from .packing import OVERLONG_POLICIES
+from .stream import ShardStream
 from .tokenizer import load_tokenizer
+
+_GLOO_GROUP = None
+
+
+def _cpu_group():
+    """A gloo group for the tiny CPU collectives of the loader (works beside NCCL)."""
+    global _GLOO_GROUP
+    if dist.get_backend() == "gloo":
+        return None
+    if _GLOO_GROUP is None:
+        _GLOO_GROUP = dist.new_group(backend="gloo")
+    return _GLOO_GROUP
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class StreamLoader:
+    """What ``train_dataloader`` returns: a DataLoader over a ``ShardStream`` plus two duties.
+
+    * Equal batch counts: ranks hold the same number of *samples* (to one), but packs and the
+      last partial batch differ; an uneven rank hangs DDP. Before each batch the ranks agree
+      (one tiny all-reduce) whether all still have one; the first rank to run out ends the
+      epoch for all, and the batches the others had left are dropped and reported.
+    * Epoch and resume: sets the epoch and the resume positions on the stream before its
+      workers start (they receive a copy of it).
+    """
+
+    def __init__(
+        self,
+        stream: ShardStream,
+        num_workers: int,
+        owner: QinYuDataModule | None = None,
+        equalize: bool = True,
+    ):
+        self.stream, self.num_workers, self.owner, self.equalize = stream, num_workers, owner, equalize
+        self.dropped_batches = 0
+        self.dropped_keys: list[str] = []
+
+    def __iter__(self):
+        rank, world = _dist()
+        s = self.stream
+        s.rank, s.world_size = rank, world
+        nw = max(self.num_workers, 1)
+        if self.owner is not None:
+            st = self.owner._resume_state
+            s.epoch = self.owner.epoch
+            s.resume, s.rotation = {}, 0
+            if st and st.get("epoch") == s.epoch:
+                if (st["world_size"], st["num_workers"]) != (world, nw):
+                    raise ValueError(
+                        f"the checkpoint's data position was saved with world size {st['world_size']} x "
+                        f"{st['num_workers']} workers, this run has {world} x {nw}: set data.num_workers="
+                        f"{st['num_workers']} and the same number of devices to resume mid-epoch"
+                    )
+                s.resume = {int(k): v for k, v in st["slots"].items()}
+                s.rotation = int(st["next_worker"].get(str(rank), 0))
+            self.owner._resume_state = None
+        loader = DataLoader(
+            s, batch_size=None, num_workers=self.num_workers, persistent_workers=False, pin_memory=False
+        )
+        it = iter(loader)
+        while True:
+            batch = next(it, None)
+            if self.equalize and world > 1:
+                flag = torch.tensor([0 if batch is None else 1])
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=_cpu_group())
+                if int(flag) == 0:
+                    self._drop_rest(batch, it, rank)
+                    break
+            if batch is None:
+                break
+            yield batch
+        del it
+        # reached only when the epoch ran out (an early stop closes the generator at ``yield``)
+        if self.owner is not None:
+            self.owner.epoch += 1
+
+    def _drop_rest(self, batch, it, rank: int) -> None:
+        dropped = [batch] if batch is not None else []
+        dropped += list(it)
+        if dropped:
+            keys = [k for b in dropped for row in b["keys"] for k in row]
+            n = len(keys)
+            self.dropped_batches += len(dropped)
+            self.dropped_keys += keys
+            warnings.warn(
+                f"rank {rank}: dropped {len(dropped)} batch(es) ({n} samples) at the end of the epoch so that every "
+                "rank runs the same number of steps",
+                stacklevel=2,
+            )
 
 
 class QinYuDataModule(L.LightningDataModule):
     """Streams WebDataset shards (schema ``qinyu/v1``) and lays them out for QinYu.
 
     Args:
-        train: training shards: a directory of ``.tar`` files, a glob or a brace pattern
-            (``data/train/shard-{000000..000099}.tar``); a list concatenates several.
+        train: training data: a shard directory, glob or brace pattern
+            (``data/train/shard-{000000..000099}.tar``), or a weighted mixture, a list of
+            ``{path, weight, name}`` (weight = reads of each sample per epoch; 0.5 = a seeded half).
         val: validation shards, same forms; ``None`` for no validation.
         tokenizer: Hugging Face tokenizer name or directory (QinYu special tokens are added).
         pattern: interleave blocks ``[n_text, m_audio, ...]``; paper default ``1 8 4 8``.
         num_codebooks: codebooks per audio frame (must match the shards and the model).
         codebook_size: codes per codebook (must match the shards and the model).
         audio_front_end: ``fbank_lfr`` (SenseVoice / FunAsrNano encoder) or ``whisper``.
-        batch_size: sequences per micro-batch.
-        num_workers: DataLoader worker processes; shards are split across them.
-        shuffle_buffer: samples held for shuffling (0 keeps shard order).
+        batch_size: rows per micro-batch: sequences, or packs when ``pack_length`` is set (paper: 1 pack).
+        num_workers: DataLoader worker processes; samples are split across ranks x workers.
+        shuffle_buffer: samples shuffled together (0 keeps shard order).
         supervise: ``last`` assistant turn only (paper) or ``all`` assistant turns.
-        seed: seed for shard and sample order.
+        seed: seed for shard and sample order (order = f(seed, epoch), so resume can replay it).
+        pack_length: tokens per pack (paper: 10000); ``None`` pads each batch to its longest sequence.
+        pack_window: samples the best-fit packer considers at once; more fits tighter, costs memory.
+        min_fill: packs below this fill wait for the next window to complete them.
+        overlong: a sample longer than ``pack_length`` is ``truncate``d or ``drop``ped (counted either way).
+        mix_shards: shards each worker reads interleaved, so a batch mixes sources.
+        strict: fail on the first bad sample instead of skipping it with a warning.
+        tokens_per_step: target tokens per optimizer step (paper: 1.28M align/SFT, 2.56M pretraining);
+            sets ``trainer.accumulate_grad_batches`` = tokens_per_step / (pack_length x batch_size x world size).
     """
 
     def __init__(
         self,
-        train: str | list[str] | None = None,
-        val: str | list[str] | None = None,
+        train: str | list | None = None,
+        val: str | list | None = None,
         tokenizer: str = "Qwen/Qwen3-8B",
         pattern: list[int] = [1, 8, 4, 8],  # noqa: B006 - jsonargparse shows list defaults in --help
         num_codebooks: int = 8,
@@ -44,12 +161,30 @@ class QinYuDataModule(L.LightningDataModule):
         shuffle_buffer: int = 256,
         supervise: str = "last",
         seed: int = 0,
+        pack_length: int | None = None,
+        pack_window: int = 512,
+        min_fill: float = 0.99,
+        overlong: str = "truncate",
+        mix_shards: int = 4,
+        strict: bool = False,
+        tokens_per_step: int | None = None,
     ):
         super().__init__()
         if audio_front_end not in FRONT_ENDS:
-            raise ValueError(f"data.audio_front_end must be one of {sorted(FRONT_ENDS)}, got {audio_front_end!r}")
+            raise ValueError(
+                f"data.audio_front_end must be one of {sorted(FRONT_ENDS)}, got {audio_front_end!r}"
+            )
+        if overlong not in OVERLONG_POLICIES:
+            raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
+        if tokens_per_step and not pack_length:
+            raise ValueError("data.tokens_per_step needs data.pack_length (tokens per micro-batch row)")
         self.save_hyperparameters()
         self._layout: TokenLayout | None = None
+        self._catalogs: dict[str, Catalog] = {}
+        self.epoch = 0
+        self._consumed: dict[int, dict] = {}  # slot -> position after the last batch trained on
+        self._next_worker = 0
+        self._resume_state: dict | None = None
 
     @property
     def layout(self) -> TokenLayout:
@@ -69,38 +204,97 @@ class QinYuDataModule(L.LightningDataModule):
     def tokenizer(self):
         return self.layout.tokenizer
 
-    def _shards(self, spec) -> list[str]:
-        specs = [spec] if isinstance(spec, str) else list(spec)
-        return [p for s in specs for p in expand_shards(s)]
+    def catalog(self, split: str) -> Catalog:
+        """Shards and sample counts of ``train`` or ``val`` (read once; fails on missing or empty sources)."""
+        if split not in self._catalogs:
+            self._catalogs[split] = Catalog.build(parse_sources(getattr(self.hparams, split)))
+        return self._catalogs[split]
 
     def prepare_data(self) -> None:
         # fail at start, with the path in the message, rather than in a worker mid-epoch
-        for spec in (self.hparams.train, self.hparams.val):
-            if spec:
-                self._shards(spec)
+        from .build import check_index_codec
 
-    def _loader(self, spec, shuffle: bool) -> DataLoader:
+        for split in ("train", "val"):
+            if getattr(self.hparams, split):
+                catalog = self.catalog(split)
+                for src in catalog.sources:  # a built set's index.json names its codec: check it once, here
+                    if os.path.isdir(src.path):
+                        check_index_codec(src.path, self.hparams.num_codebooks, self.hparams.codebook_size)
+
+    def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        stream = ShardStream(
-            self._shards(spec),
+        if stage == "fit" and hp.tokens_per_step and self.trainer is not None:
+            world = self.trainer.world_size
+            per_micro = hp.pack_length * hp.batch_size * world
+            accum = max(1, round(hp.tokens_per_step / per_micro))
+            self.trainer.accumulate_grad_batches = accum
+            print(
+                f"[qinyu-lit] tokens per optimizer step: {hp.pack_length:,} per pack x {hp.batch_size} packs x "
+                f"{world} ranks x {accum} accumulation = {per_micro * accum:,} (target {hp.tokens_per_step:,})"
+            )
+
+    def _stream(self, split: str, shuffle: bool) -> ShardStream:
+        hp = self.hparams
+        return ShardStream(
+            self.catalog(split),
             self.layout,
             batch_size=hp.batch_size,
             shuffle_buffer=hp.shuffle_buffer if shuffle else 0,
             seed=hp.seed,
-        )
-        if self.trainer is not None:
-            stream.set_epoch(self.trainer.current_epoch)
-        return DataLoader(
-            stream, batch_size=None, num_workers=hp.num_workers, persistent_workers=False, pin_memory=False
+            pack_length=hp.pack_length,
+            window=hp.pack_window,
+            min_fill=hp.min_fill,
+            overlong=hp.overlong,
+            mix_shards=hp.mix_shards,
+            strict=hp.strict,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StreamLoader:
         if not self.hparams.train:
             raise ValueError("data.train is not set: give a shard directory, glob or pattern")
-        return self._loader(self.hparams.train, shuffle=True)
+        return StreamLoader(self._stream("train", shuffle=True), self.hparams.num_workers, owner=self)
 
     def val_dataloader(self):
-        return self._loader(self.hparams.val, shuffle=False) if self.hparams.val else []
+        if not self.hparams.val:
+            return []
+        # validation batches may differ per rank (no per-step collective there): nothing is dropped
+        return StreamLoader(self._stream("val", shuffle=False), self.hparams.num_workers, equalize=False)
 
     def test_dataloader(self):
         return self.val_dataloader()
+
+    # ------------------------------------------------------------------ stream position
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        state = batch.pop("stream_state", None) if isinstance(batch, dict) else None
+        if state is not None and self.trainer is not None and self.trainer.training:
+            self._consumed[state["slot"]] = state  # state_dict keeps only the current epoch's
+            nw = max(self.hparams.num_workers, 1)
+            self._next_worker = (state["slot"] % nw + 1) % nw
+        return batch
+
+    def state_dict(self) -> dict:
+        """Position of the training stream: epoch and, per slot, the last batch trained on.
+        Plain ints, strings and lists, so the checkpoint loads with ``weights_only=True``."""
+        rank, world = _dist()
+        # an epoch that ended (the loader was exhausted) but whose positions are still recorded
+        slots = {str(k): v for k, v in self._consumed.items() if v["epoch"] == self.epoch}
+        mine = {"slots": slots, "next_worker": {str(rank): self._next_worker}}
+        if world > 1:  # the checkpoint is written by rank 0: gather every rank's positions
+            everyone = [None] * world
+            dist.all_gather_object(everyone, mine, group=_cpu_group())
+            mine = {
+                "slots": {k: v for d in everyone for k, v in d["slots"].items()},
+                "next_worker": {k: v for d in everyone for k, v in d["next_worker"].items()},
+            }
+        return {
+            "epoch": self.epoch,
+            "world_size": world,
+            "num_workers": max(self.hparams.num_workers, 1),
+            **mine,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epoch = int(state_dict.get("epoch", 0))
+        self._resume_state = dict(state_dict)
+        self._consumed = {int(k): v for k, v in state_dict.get("slots", {}).items()}

@@ -1,52 +1,40 @@
 """Streaming from shards to batches: the loader's whole path, one generator per step.
 
-    shards --split by rank and worker--> raw samples (webdataset tar iterators)
-           --decode_sample-->             validated Sample
-           --TokenLayout.build-->         TokenSequence (tokenize, interleave, delay, placeholders)
-           --shuffle buffer-->            TokenSequence in a seeded order
-           --batch (or pack)-->           lists of sequences -> ``collate`` -> tensors
+    epoch plan (mixture.Catalog) --slot range--> items (shard, offset), exactly once per slot
+           --ShardReader-->                raw samples (tar members grouped by key; bad data skipped, counted)
+           --decode_sample-->              validated Sample
+           --TokenLayout.build-->          TokenSequence (tokenize, interleave, delay, placeholders)
+           --chunk of ``window`` samples, seeded shuffle-->
+           --pack (best-fit decreasing) or batch--> rows -> ``collate`` -> tensors
 
 Everything runs in DataLoader workers on CPU (the codec never runs here: shards already
 hold codes). Batching happens in the stream, not in ``__getitem__``, so a batch never
 depends on which worker happened to hold which sample. The DataLoader is used with
 ``batch_size=None``.
+
+Resume: the stream works chunk by chunk, and the only thing that crosses a chunk boundary
+is the list of samples not yet shipped (``carried``). Each batch carries its position
+``(epoch, slot, chunk, carried, batch)``; replaying that chunk from that position rebuilds
+exactly the batches that follow, so a resumed run neither repeats nor skips a sample and
+re-reads at most one chunk.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import random
+import tarfile
+import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from .layout import TokenLayout, TokenSequence
-from .schema import decode_sample
-
-
-def expand_shards(spec: str) -> list[str]:
-    """A directory (every ``*.tar`` in it), a glob, a brace pattern or one file -> sorted shard paths."""
-    import braceexpand
-
-    paths: list[str] = []
-    for part in braceexpand.braceexpand(spec):
-        if os.path.isdir(part):
-            paths += sorted(str(p) for p in Path(part).glob("*.tar"))
-        elif any(c in part for c in "*?["):
-            paths += sorted(glob.glob(part))
-        else:
-            paths.append(part)
-    if not paths:
-        raise FileNotFoundError(f"no shards found for {spec!r} (a directory of .tar files, a glob or a file)")
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise FileNotFoundError(f"shard(s) listed but missing: {', '.join(missing[:5])}")
-    return paths
+from .mixture import Catalog, Source, expand_shards, interleave, slot_range  # noqa: F401 - expand_shards re-exported
+from .packing import best_fit_decreasing, fit_length, split_full
+from .schema import SampleError, decode_sample
 
 
 def iter_raw_samples(shards: list[str]) -> Iterator[dict]:
@@ -95,7 +83,9 @@ def batches_of(sequences: Iterator[TokenSequence], batch_size: int) -> Iterator[
         yield batch
 
 
-def collate(rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pad_to: int | None = None) -> dict:
+def collate(
+    rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pad_to: int | None = None
+) -> dict:
     """Rows of sequences -> the model's batch.
 
     Each row is one or more sequences laid end to end (a pack). ``position_ids`` restart
@@ -129,6 +119,7 @@ def collate(rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pa
         "position_ids": position_ids,
         "speakers": torch.from_numpy(np.stack(speakers)) if speakers else torch.zeros(0, 0),
         "num_tokens": torch.tensor(sum(lengths)),
+        "lengths": [[len(s) for s in row] for row in rows],
         "keys": [[s.key for s in row] for row in rows],
         "sources": [[s.source for s in row] for row in rows],
         "tasks": [[s.task for s in row] for row in rows],
@@ -142,40 +133,311 @@ def collate(rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pa
     return out
 
 
-class ShardStream(IterableDataset):
-    """An iterable of collated batches read from WebDataset shards.
+# --------------------------------------------------------------------------- bad data
 
-    Args:
-        shards: shard paths (see ``expand_shards``).
-        layout: the ``TokenLayout`` that turns samples into token sequences.
-        batch_size: sequences per batch (rows, padded to the longest).
-        shuffle_buffer: samples held for shuffling; 0 or 1 keeps shard order.
-        seed: base seed; shard order and sample order depend on ``seed`` and the epoch.
+
+class DataWarning(UserWarning):
+    """A sample or the rest of a shard was skipped; the message names the shard and the key."""
+
+
+class DataError(RuntimeError):
+    """Raised instead of a ``DataWarning`` in strict mode (``data.strict: true``)."""
+
+
+class _ShardCursor:
+    """Sequential reader of one tar shard that can step over samples without reading their data."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by close()
+        self.next_offset = 0  # offset of the sample the next call returns
+        self.last_key = "<start of shard>"
+        self.reading_key: str | None = None  # the sample being read (known from its first header)
+        self._pending: tarfile.TarInfo | None = None
+
+    def _member(self) -> tarfile.TarInfo | None:
+        if self._pending is not None:
+            m, self._pending = self._pending, None
+            return m
+        while (m := self.tar.next()) is not None and not m.isfile():
+            pass
+        return m
+
+    def next_sample(self, read: bool = True) -> dict | None:
+        """The next sample's members (suffix -> bytes) or ``None`` at the end of the shard.
+        With ``read=False`` only the headers are parsed (data is seeked over)."""
+        first = self._member()
+        if first is None:
+            return None
+        split = base_plus_ext(first.name)
+        if split is None:
+            raise tarfile.ReadError(f"member {first.name!r} has no <key>.<suffix> name")
+        key = self.reading_key = split[0]
+        raw = {"__key__": key, "__url__": self.path}
+        m: tarfile.TarInfo | None = first
+        while m is not None:
+            prefix, suffix = base_plus_ext(m.name) or (None, None)
+            if prefix != key:
+                self._pending = m
+                break
+            if read:
+                raw[suffix.lower()] = self.tar.extractfile(m).read()
+            m = self._member()
+        self.next_offset += 1
+        self.last_key = key
+        return raw
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError)
+
+
+class ShardReader:
+    """Random access to ``(shard, offset)`` items, cheap when offsets rise within each shard.
+
+    Bad data never stops the stream and is never skipped silently: a sample that fails the
+    schema is skipped with a ``DataWarning`` naming shard and key; a shard that cannot be read
+    further (truncated tar, garbled header) warns once and every item planned after that point
+    is skipped and counted. ``strict=True`` raises ``DataError`` instead.
     """
 
-    def __init__(self, shards: list[str], layout: TokenLayout, batch_size: int = 4, shuffle_buffer: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        shards: list[str],
+        layout: TokenLayout,
+        source_names: list[str],
+        strict: bool = False,
+        pack_length: int | None = None,
+        overlong: str = "truncate",
+        max_open: int = 8,
+    ):
+        self.shards, self.layout, self.source_names = shards, layout, source_names
+        self.strict, self.pack_length, self.overlong, self.max_open = strict, pack_length, overlong, max_open
+        self.cursors: dict[int, _ShardCursor] = {}
+        self.broken: dict[int, str] = {}
+        self.stats = {"skipped": 0, "truncated": 0, "dropped_overlong": 0}
+
+    def _bad(self, message: str) -> None:
+        if self.strict:
+            raise DataError(message + " (strict mode; set data.strict=false to skip and count instead)")
+        warnings.warn(message, DataWarning, stacklevel=3)
+
+    def _cursor(self, k: int, offset: int) -> _ShardCursor:
+        cur = self.cursors.get(k)
+        if cur is None or cur.next_offset > offset:
+            if cur is not None:
+                cur.close()
+            cur = self.cursors[k] = _ShardCursor(self.shards[k])
+            while len(self.cursors) > self.max_open:  # dicts keep insertion order: close the oldest
+                old = next(iter(self.cursors))
+                self.cursors.pop(old).close()
+        while cur.next_offset < offset:
+            if cur.next_sample(read=False) is None:
+                raise EOFError(f"shard ends after {cur.next_offset} samples, sample #{offset} was planned")
+        return cur
+
+    def get(self, k: int, offset: int, source: int) -> TokenSequence | None:
+        """Build item ``(k, offset)``; ``None`` if it was skipped (and counted)."""
+        shard = self.shards[k]
+        if k in self.broken:
+            self.stats["skipped"] += 1
+            return None
+        key = f"#{offset}"
+        try:
+            cur = self._cursor(k, offset)
+            raw = cur.next_sample()
+            if raw is None:
+                raise EOFError(f"shard ends after {cur.next_offset} samples, sample #{offset} was planned")
+            key = raw["__key__"]
+        except _TAR_ERRORS as e:
+            cur = self.cursors.get(k)
+            if cur is not None and cur.reading_key not in (None, cur.last_key):
+                key = repr(cur.reading_key)
+            after = cur.last_key if cur is not None else "<start of shard>"
+            self.broken[k] = str(e)
+            self.cursors.pop(k, None)
+            self.stats["skipped"] += 1
+            self._bad(
+                f"{shard}: unreadable at sample {key} (after key {after!r}): {type(e).__name__}: {e}; "
+                "skipping the rest of this shard"
+            )
+            return None
+        try:
+            seq = self.layout.build(decode_sample(raw, shard))
+        except SampleError as e:
+            self.stats["skipped"] += 1
+            self._bad(f"skipped sample: {e}")
+            return None
+        except Exception as e:  # anything else a malformed sample can trigger; the run must go on
+            self.stats["skipped"] += 1
+            self._bad(f"skipped sample: {shard}: sample {key!r}: {type(e).__name__}: {e}")
+            return None
+        seq.source = self.source_names[source]
+        if self.pack_length is not None and len(seq) > self.pack_length:
+            seq = fit_length(seq, self.pack_length, self.overlong, self.layout)
+            self.stats["truncated" if seq is not None else "dropped_overlong"] += 1
+        return seq
+
+    def close(self) -> None:
+        for cur in self.cursors.values():
+            cur.close()
+        self.cursors.clear()
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class ShardStream(IterableDataset):
+    """An iterable of collated batches read from WebDataset shards, exactly once per epoch.
+
+    Args:
+        shards: shard paths (each its own source) or a ``mixture.Catalog`` of weighted sources.
+        layout: the ``TokenLayout`` that turns samples into token sequences.
+        batch_size: rows per batch: sequences (unpacked, padded to the longest) or packs.
+        shuffle_buffer: samples shuffled together (the chunk); 0 or 1 keeps shard order.
+        seed: base seed; shard order and sample order depend on ``seed`` and the epoch only.
+        pack_length: tokens per pack; ``None`` batches single sequences.
+        window: samples the packer sees at once (at least ``shuffle_buffer``).
+        min_fill: packs filled less than this wait for the next window (the last ones ship anyway).
+        overlong: ``truncate`` or ``drop`` samples longer than ``pack_length``.
+        mix_shards: shards a worker reads interleaved, so every batch mixes sources.
+        strict: raise on bad data instead of skipping it with a warning.
+
+    Set by the main process before each iteration: ``epoch``, ``rank``, ``world_size``,
+    ``resume`` ({slot: position}) and ``rotation`` (see ``datamodule.StreamLoader``).
+    """
+
+    def __init__(
+        self,
+        shards,
+        layout: TokenLayout,
+        batch_size: int = 4,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        pack_length: int | None = None,
+        window: int = 256,
+        min_fill: float = 0.99,
+        overlong: str = "truncate",
+        mix_shards: int = 4,
+        strict: bool = False,
+    ):
         super().__init__()
-        self.shards, self.layout = list(shards), layout
+        self.catalog = shards if isinstance(shards, Catalog) else Catalog.build([Source(s) for s in shards])
+        self.layout = layout
         self.batch_size, self.shuffle_buffer, self.seed = batch_size, shuffle_buffer, seed
-        self.epoch = 0
+        self.pack_length, self.min_fill, self.overlong = pack_length, min_fill, overlong
+        self.window = max(window if pack_length else batch_size, shuffle_buffer, 1)
+        self.mix_shards, self.strict = mix_shards, strict
+        self.epoch, self.rank, self.world_size, self.rotation = 0, None, None, 0
+        self.resume: dict[int, dict] = {}
+
+    @property
+    def shuffle(self) -> bool:
+        return self.shuffle_buffer > 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def my_shards(self) -> list[str]:
-        slot, slots = worker_slot()
-        order = list(self.shards)
-        if self.shuffle_buffer > 1:
-            random.Random(self.seed * 100003 + self.epoch).shuffle(order)
-        return order[slot::slots]
+    def _slot(self) -> tuple[int, int, int]:
+        """(slot, slots, number of workers) of the calling worker; ``rotation`` shifts which worker
+        takes which slot so a resumed DataLoader (always starting at worker 0) keeps the order."""
+        if self.rank is None:
+            slot, slots = worker_slot()
+            info = get_worker_info()
+            nw = info.num_workers if info is not None else 1
+            return slot, slots, nw
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * nw + (wid + self.rotation) % nw, self.world_size * nw, nw
 
-    def sequences(self) -> Iterator[TokenSequence]:
-        for raw in iter_raw_samples(self.my_shards()):
-            yield self.layout.build(decode_sample(raw))
+    def slot_items(self, slot: int, slots: int) -> tuple[np.ndarray, np.ndarray]:
+        shard, offset = self.catalog.plan(self.seed, self.epoch, self.shuffle)
+        lo, hi = slot_range(len(shard), slot, slots)
+        rng = np.random.default_rng([self.seed, self.epoch, slot, 1])
+        return interleave(shard[lo:hi], offset[lo:hi], self.mix_shards if self.shuffle else 1, rng)
+
+    def _arrange(self, window: list[tuple[int, TokenSequence]], last: bool, rng):
+        """Window -> (batches of rows, carried). Rows are packs (best-fit decreasing) or single sequences."""
+        if self.pack_length is None:
+            rows = [[i] for i in range(len(window))]
+            held: list[int] = []
+        else:
+            bins = best_fit_decreasing([len(s) for _, s in window], self.pack_length)
+            if last:
+                ready, under = bins, []
+            else:
+                ready, under = split_full(
+                    bins, self.pack_length, self.min_fill, max_leftover=self.window // 2
+                )
+            rows = [sorted(b.members) for b in ready]
+            rows.sort(key=lambda r: r[0])
+            if self.shuffle:  # BFD groups by length; spread long and short packs over the window
+                rows = [rows[i] for i in rng.permutation(len(rows))]
+            held = [i for b in under for i in b.members]
+        full = len(rows) if last else len(rows) // self.batch_size * self.batch_size
+        held += [i for r in rows[full:] for i in r]
+        batches = [rows[b : b + self.batch_size] for b in range(0, full, self.batch_size)]
+        return (
+            [[[window[i] for i in r] for r in rows_] for rows_ in batches],
+            [window[i] for i in sorted(held)],
+        )
 
     def __iter__(self) -> Iterator[dict]:
-        slot, _ = worker_slot()
-        rng = random.Random((self.seed * 100003 + self.epoch) * 1009 + slot)
-        seqs = shuffled(self.sequences(), self.shuffle_buffer, rng)
-        for rows in batches_of(seqs, self.batch_size):
-            yield collate(rows, self.layout.ids.pad, self.layout.num_codebooks)
+        slot, slots, _ = self._slot()
+        shard, offset = self.slot_items(slot, slots)
+        n = len(shard)
+        reader = ShardReader(
+            self.catalog.shards,
+            self.layout,
+            [s.label for s in self.catalog.sources],
+            self.strict,
+            self.pack_length,
+            self.overlong,
+            max_open=self.mix_shards + 4,
+        )
+        owner = self.catalog.shard_source
+
+        def read(pos: int):
+            return reader.get(int(shard[pos]), int(offset[pos]), int(owner[shard[pos]]))
+
+        pos_state = self.resume.get(slot)
+        chunk0 = pos_state["chunk"] if pos_state else 0
+        skip = pos_state["batch"] + 1 if pos_state else 0
+        carried = [(p, s) for p in (pos_state["carried"] if pos_state else []) if (s := read(p)) is not None]
+        sent = dict(reader.stats)
+        nchunks = -(-n // self.window)
+        try:
+            for c in range(chunk0, nchunks):
+                fresh = [
+                    (p, s)
+                    for p in range(c * self.window, min((c + 1) * self.window, n))
+                    if (s := read(p)) is not None
+                ]
+                rng = np.random.default_rng([self.seed, self.epoch, slot, c, 2])
+                if self.shuffle:
+                    fresh = [fresh[i] for i in rng.permutation(len(fresh))]
+                start_carried = [p for p, _ in carried]
+                batches, carried = self._arrange(carried + fresh, c == nchunks - 1, rng)
+                for j, rows in enumerate(batches):
+                    if c == chunk0 and j < skip:
+                        continue
+                    batch = collate(
+                        [[s for _, s in r] for r in rows],
+                        self.layout.ids.pad,
+                        self.layout.num_codebooks,
+                        self.pack_length,
+                    )
+                    batch["stream_state"] = {
+                        "epoch": self.epoch,
+                        "slot": slot,
+                        "chunk": c,
+                        "carried": start_carried,
+                        "batch": j,
+                    }
+                    batch["data_stats"] = {k: v - sent[k] for k, v in reader.stats.items()}
+                    sent = dict(reader.stats)
+                    yield batch
+        finally:
+            reader.close()

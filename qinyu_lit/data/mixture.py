@@ -1,0 +1,238 @@
+"""Weighted mixtures of shard sets and the per-epoch plan that splits them exactly once.
+
+A stage's data is a list of sources, each a shard set with a weight and a name::
+
+    train:
+      - {path: data/asr/train, weight: 0.5, name: asr}        # half of ASR each epoch
+      - {path: data/dialogue/train, weight: 2.0, name: chat}  # every dialogue twice
+
+``weight`` is how many times each sample of that source is read per epoch: ``1`` once,
+``2`` twice, ``0.5`` a seeded half that changes every epoch. A plain string or list of strings
+is a list of sources of weight 1 named by their path.
+
+The epoch plan is a pure function of (sources, seed, epoch): a list of items
+``(shard, offset in shard)`` in a shuffled shard order, cut into one contiguous range per
+slot (ranks x data-loader workers, sizes differing by at most one). Every planned item is
+read by exactly one slot. Reading a range is sequential inside each shard, and a slot
+interleaves ``mix_shards`` shards at a time so its batches mix sources.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from webdataset.tariterators import base_plus_ext
+
+
+def expand_shards(spec: str) -> list[str]:
+    """A directory (every ``*.tar`` in it), a glob, a brace pattern or one file -> sorted shard paths."""
+    import braceexpand
+
+    paths: list[str] = []
+    for part in braceexpand.braceexpand(spec):
+        if os.path.isdir(part):
+            paths += sorted(str(p) for p in Path(part).glob("*.tar"))
+        elif any(c in part for c in "*?["):
+            paths += sorted(glob.glob(part))
+        else:
+            paths.append(part)
+    if not paths:
+        raise FileNotFoundError(f"no shards found for {spec!r} (a directory of .tar files, a glob or a file)")
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"shard(s) listed but missing: {', '.join(missing[:5])}")
+    return paths
+
+
+@dataclass(frozen=True)
+class Source:
+    """One shard set of a mixture.
+
+    Args:
+        path: a directory of ``.tar`` shards, a glob or a brace pattern.
+        weight: reads of each sample per epoch (0.5 = a seeded half, 2 = twice).
+        name: the name in logs (``data/samples/<name>``); defaults to ``path``.
+    """
+
+    path: str
+    weight: float = 1.0
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+def parse_sources(spec) -> list[Source]:
+    """``str`` | list of ``str`` / ``{path, weight, name}`` / ``Source`` -> ``list[Source]``."""
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, (str, dict, Source)) else list(spec)
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Source):
+            src = item
+        elif isinstance(item, str):
+            src = Source(item)
+        elif isinstance(item, dict):
+            unknown = set(item) - {"path", "weight", "name"}
+            if "path" not in item or unknown:
+                raise ValueError(f"data source #{i} must be {{path, weight, name}}, got keys {sorted(item)}")
+            src = Source(str(item["path"]), float(item.get("weight", 1.0)), item.get("name"))
+        else:
+            raise TypeError(
+                f"data source #{i}: expected a path or {{path, weight, name}}, got {type(item).__name__}"
+            )
+        if not src.weight >= 0:
+            raise ValueError(f"data source {src.label!r}: weight must be >= 0, got {src.weight}")
+        out.append(src)
+    names = [s.label for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data source names must be unique, got {names}")
+    return out
+
+
+def _index_counts(shard: str) -> int | None:
+    """Sample count from an ``index.json`` next to the shard (written by ``qinyu-lit data build``), if any.
+
+    Accepted shapes: ``{"shards": {"<file>": n | {"samples": n}}}`` or
+    ``{"shards": [{"path"|"name"|"file": "<file>", "samples"|"num_samples"|"count": n}]}``.
+    """
+    index = Path(shard).parent / "index.json"
+    if not index.exists():
+        return None
+    cache = _INDEX_CACHE.get(str(index))
+    if cache is None:
+        try:
+            doc = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        shards = doc.get("shards", {}) if isinstance(doc, dict) else {}
+        cache = {}
+        entries = (
+            shards.items()
+            if isinstance(shards, dict)
+            else [(e.get("path") or e.get("name") or e.get("file"), e) for e in shards if isinstance(e, dict)]
+        )
+        for name, entry in entries:
+            n = (
+                entry
+                if isinstance(entry, int)
+                else next(
+                    (
+                        entry.get(k)
+                        for k in ("samples", "num_samples", "count")
+                        if isinstance(entry, dict) and k in entry
+                    ),
+                    None,
+                )
+            )
+            if name and isinstance(n, int):
+                cache[os.path.basename(str(name))] = n
+        _INDEX_CACHE[str(index)] = cache
+    return cache.get(os.path.basename(shard))
+
+
+_INDEX_CACHE: dict[str, dict[str, int]] = {}
+
+
+def scan_count(shard: str) -> int:
+    """Samples in a shard from its tar headers only (member data is seeked over, not read).
+    A shard truncated mid-way counts what its readable headers hold."""
+    keys, last = 0, None
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                prefix, _ = base_plus_ext(member.name) or (None, None)
+                if prefix is not None and prefix != last:
+                    keys, last = keys + 1, prefix
+    except (tarfile.TarError, EOFError, OSError):
+        pass  # the reader reports the damage with shard and key when it gets there
+    return keys
+
+
+def shard_counts(shards: Sequence[str]) -> list[int]:
+    return [c if (c := _index_counts(s)) is not None else scan_count(s) for s in shards]
+
+
+@dataclass
+class Catalog:
+    """Every shard of every source with its sample count (built once, in the main process)."""
+
+    sources: list[Source]
+    shards: list[str]
+    counts: np.ndarray  # int64 [num shards]
+    shard_source: np.ndarray  # int32 [num shards]
+
+    @classmethod
+    def build(cls, sources: list[Source]) -> Catalog:
+        shards, counts, owner = [], [], []
+        for i, src in enumerate(sources):
+            paths = expand_shards(src.path)
+            n = shard_counts(paths)
+            if sum(n) == 0:
+                raise ValueError(
+                    f"data source {src.label!r} ({src.path}) holds no samples in {len(paths)} shard(s)"
+                )
+            shards += paths
+            counts += n
+            owner += [i] * len(paths)
+        return cls(sources, shards, np.asarray(counts, np.int64), np.asarray(owner, np.int32))
+
+    def plan(self, seed: int, epoch: int, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's items as (shard index, offset) arrays, in read order before slot split."""
+        rng = np.random.default_rng([seed, epoch, 7])
+        units: list[tuple[int, np.ndarray]] = []  # one run of offsets inside one shard
+        for s, src in enumerate(self.sources):
+            mine = np.flatnonzero(self.shard_source == s)
+            full, frac = int(src.weight), src.weight - int(src.weight)
+            for _ in range(full):
+                units += [(int(k), np.arange(self.counts[k])) for k in mine]
+            if frac > 0:  # a seeded subset, new every epoch, still read in shard order
+                total = int(self.counts[mine].sum())
+                pick = np.sort(rng.choice(total, size=int(round(frac * total)), replace=False))
+                starts = np.concatenate([[0], np.cumsum(self.counts[mine])])
+                for j, k in enumerate(mine):
+                    sel = pick[(pick >= starts[j]) & (pick < starts[j + 1])] - starts[j]
+                    if len(sel):
+                        units.append((int(k), sel))
+        if shuffle:
+            units = [units[i] for i in rng.permutation(len(units))]
+        if not units:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        shard = np.concatenate([np.full(len(o), k, np.int32) for k, o in units])
+        offset = np.concatenate([o for _, o in units]).astype(np.int64)
+        return shard, offset
+
+
+def slot_range(total: int, slot: int, slots: int) -> tuple[int, int]:
+    """Contiguous range of slot ``slot``; sizes differ by at most one, all items covered."""
+    return total * slot // slots, total * (slot + 1) // slots
+
+
+def interleave(shard: np.ndarray, offset: np.ndarray, mix_shards: int, rng: np.random.Generator):
+    """Reorder a slot's items so ``mix_shards`` consecutive shard runs are merged at random,
+    each run keeping its own order (reads stay sequential inside every shard)."""
+    if mix_shards <= 1 or len(shard) == 0:
+        return shard, offset
+    run_start = np.flatnonzero(np.diff(shard, prepend=-1) != 0)
+    bounds = list(run_start) + [len(shard)]
+    out = np.empty(len(shard), np.int64)
+    for g in range(0, len(run_start), mix_shards):
+        lo, hi = bounds[g], bounds[min(g + mix_shards, len(run_start))]
+        labels = np.repeat(
+            np.arange(min(mix_shards, len(run_start) - g)), np.diff(bounds[g : g + mix_shards + 1])
+        )
+        labels = rng.permutation(labels)  # a random sequence with each run's multiplicity
+        # the k-th occurrence of run r takes run r's k-th item
+        out[lo + np.argsort(labels, kind="stable")] = np.arange(lo, hi)
+    return shard[out], offset[out]
