@@ -16,7 +16,7 @@ the packed-sequence detection and attention would leak across samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -54,7 +54,6 @@ class QinYuConfig:
     attn_implementation: str = "sdpa"
     dtype: str | None = None
     gradient_checkpointing: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -86,7 +85,7 @@ class QinYuModel(nn.Module):
         self.audio_encoder = None
         if config.audio_encoder is not None:
             self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_type, config.dtype)
-            self.audio_encoder.requires_grad_(False)  # frozen in every stage (paper)
+            self.audio_encoder.requires_grad_(False).eval()  # frozen in every stage (paper): no dropout either
             width = encoder_width(self.audio_encoder)
             self.adapter = nn.Sequential(
                 nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)
@@ -111,6 +110,19 @@ class QinYuModel(nn.Module):
     @property
     def pad_code(self) -> int:
         return self.config.codebook_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str | None = None) -> QinYuModel:
+        """Load a directory written by ``save_pretrained`` / ``qinyu-lit export`` (see ``model/export.py``)."""
+        from .export import load_exported
+
+        return load_exported(path, dtype=dtype)
+
+    def save_pretrained(self, path: str):
+        """Backbone in Hugging Face format (any LoRA merged in), QinYu parts in safetensors, their config."""
+        from .export import save_exported
+
+        return save_exported(self, path)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,0 +1,444 @@
+"""Custom characters: a folder of voice clips + a profile + dialogues -> shards -> LoRA -> a persona.
+
+A persona folder::
+
+    my_character/
+      profile.yaml       name + the paper's four attributes: demographics, social_identity,
+                         temperament, vocal_style (optional: system_prompt, language)
+      voice/             clips of the character's voice (.wav/.flac/.ogg); a same-named .npy next to a
+                         clip is used as its speaker embedding, otherwise the clip is embedded with
+                         ``qinyu_lit.data.speakers.WavLMSpeakerEncoder`` (``speaker_model``)
+      dialogues.jsonl    one dialogue a line: {"key": "d001", "turns": [
+                           {"role": "user", "text": "...", "audio": "clips/q1.wav"},        # audio optional
+                           {"role": "assistant", "text": "...", "codes": "codes/a1.npy"}]}  # codes [C, T] int
+                       (assistant recordings instead of codes -> ``manifest.jsonl`` for ``qinyu-lit data build``)
+
+``build_persona`` (``qinyu-lit persona-data``) writes ``persona`` shards - system prompt from the profile,
+agent voice = mean embedding over the clips - and ``persona.json`` (the card: prompt + voice). Train with
+``recipes/persona_lora.yaml`` (``PersonaStage``), then ``qinyu-lit export CKPT DIR --adapter_only true``
+writes a PEFT adapter directory. ``PersonaBank`` holds one base model and switches between many adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
+from .data.writer import write_shards
+
+CARD_NAME = "persona.json"
+PARTS_NAME = "qinyu_parts.safetensors"
+
+
+@dataclass
+class PersonaProfile:
+    """A character as the paper's role-play data defines one (§4.3): four attributes and a name.
+
+    Args:
+        name: what the character is called.
+        demographics: age, gender, origin ("a retired sea captain in her sixties").
+        social_identity: occupation and role ("runs the harbour's lighthouse").
+        temperament: behavioural temperament ("calm, dry humour, never hurried").
+        vocal_style: how the voice sounds ("low, slow, warm, slight rasp").
+        system_prompt: the exact prompt to use; ``None`` writes one from the four attributes.
+        language: the dialogues' language code.
+    """
+
+    name: str
+    demographics: str
+    social_identity: str
+    temperament: str
+    vocal_style: str
+    system_prompt: str | None = None
+    language: str = "en"
+
+    def prompt(self) -> str:
+        if self.system_prompt:
+            return self.system_prompt
+        return (
+            f"You are {self.name}, {self.demographics}, {self.social_identity}. "
+            f"Temperament: {self.temperament}. Vocal style: {self.vocal_style}. Stay in character."
+        )
+
+
+def load_profile(path: str | Path) -> PersonaProfile:
+    """Read ``profile.yaml`` (or .json); a missing or unknown field is named in the error."""
+    path = Path(path)
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping of profile fields")
+    known = {f.name for f in fields(PersonaProfile)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown profile field(s) {unknown}; known: {sorted(known)}")
+    for name in ("name", "demographics", "social_identity", "temperament", "vocal_style"):
+        if not isinstance(doc.get(name), str) or not doc[name].strip():
+            raise ValueError(
+                f"{path}: field {name!r} is missing or empty (the paper's four attributes + name)"
+            )
+    return PersonaProfile(**doc)
+
+
+def persona_voice(
+    voice_dir: str | Path, speaker_model: str | dict | None = None, max_clips: int = 100
+) -> np.ndarray:
+    """The agent voice: mean speaker embedding over the character's clips (paper: ~100 samples)."""
+    from .data.speakers import load_embedding, voice_embedding
+
+    voice_dir = Path(voice_dir)
+    clips = sorted(p for p in voice_dir.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    loose = sorted(
+        p for p in voice_dir.glob("*.npy") if not any(p.with_suffix(e).exists() for e in AUDIO_EXTENSIONS)
+    )
+    embeddings, encoder = [load_embedding(p) for p in loose], None
+    for clip in clips:
+        if clip.with_suffix(".npy").exists():
+            embeddings.append(load_embedding(clip.with_suffix(".npy")))
+            continue
+        if encoder is None:
+            from .data.speakers import WavLMSpeakerEncoder
+
+            encoder = WavLMSpeakerEncoder(speaker_model) if speaker_model else WavLMSpeakerEncoder()
+        import soundfile
+
+        wav, rate = soundfile.read(clip, dtype="float32", always_2d=True)
+        embeddings.append(encoder.embed(wav.mean(1), rate))
+    if not embeddings:
+        raise ValueError(f"{voice_dir}: no voice clips ({', '.join(AUDIO_EXTENSIONS)}) or .npy embeddings")
+    return voice_embedding(embeddings, max_clips=max_clips)
+
+
+def read_dialogues(persona_dir: Path, profile: PersonaProfile, voice: np.ndarray, codec: CodecInfo):
+    """``dialogues.jsonl`` -> ``Sample``s of task ``persona``; errors name the line and the field."""
+    import soundfile
+
+    path = persona_dir / "dialogues.jsonl"
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err})") from err
+        turns = []
+        for i, t in enumerate(doc.get("turns") or []):
+            role = t.get("role")
+            if role not in ("user", "assistant"):
+                raise ValueError(f"{where}: turns[{i}].role must be 'user' or 'assistant', got {role!r}")
+            turn = Turn(role, t.get("text", ""))
+            if t.get("audio"):
+                wav, rate = soundfile.read(persona_dir / t["audio"], dtype="float32", always_2d=True)
+                turn.audio, turn.sample_rate = wav.mean(1), rate
+            if t.get("codes"):
+                codes = np.load(persona_dir / t["codes"], allow_pickle=False)
+                if codes.ndim != 2 or codes.shape[0] != codec.num_codebooks:
+                    raise ValueError(
+                        f"{where}: turns[{i}].codes has shape {codes.shape}, expected [{codec.num_codebooks}, T]"
+                    )
+                turn.codes = codes.astype(np.int64)
+            turns.append(turn)
+        if not turns or turns[-1].role != "assistant":
+            raise ValueError(f"{where}: field 'turns' must end with an assistant turn")
+        key = str(doc.get("key") or f"{profile.name.lower().replace(' ', '_')}{lineno:05d}")
+        yield Sample(key, "persona", turns, codec, profile.language, system=profile.prompt(), agent_speaker=voice,
+                     meta={"persona": profile.name})  # fmt: skip
+
+
+def _needs_codec(dialogues: Path) -> bool:
+    """True when some assistant turn has a recording but no codes (the codec must encode it)."""
+    for line in dialogues.read_text().splitlines():
+        try:
+            turns = json.loads(line).get("turns") or [] if line.strip() else []
+        except (json.JSONDecodeError, AttributeError):
+            continue  # read_dialogues reports it with the line number
+        if any(t.get("role") == "assistant" and t.get("audio") and not t.get("codes") for t in turns):
+            return True
+    return False
+
+
+def write_manifest(persona_dir: Path, out_dir: Path, profile: PersonaProfile) -> Path:
+    """The dialogues as a ``qinyu-lit data build`` manifest (task ``persona``, prompt, ``voice.npy``)."""
+    rows = []
+    for lineno, line in enumerate((persona_dir / "dialogues.jsonl").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        if any(t.get("codes") and not t.get("audio") for t in doc.get("turns") or []):
+            raise ValueError(
+                f"{persona_dir / 'dialogues.jsonl'}:{lineno}: codes without a recording, while other assistant turns "
+                "are recordings; give every assistant turn as `audio` or every one as `codes`"
+            )
+        turns = [
+            {"role": t["role"], "text": t.get("text", ""), **({"audio": str((persona_dir / t["audio"]).resolve())} if t.get("audio") else {})}
+            for t in doc.get("turns") or []
+        ]  # fmt: skip
+        key = str(doc.get("key") or f"{profile.name.lower().replace(' ', '_')}{lineno:05d}")
+        rows.append({"key": key, "task": "persona", "language": profile.language, "system": profile.prompt(),
+                     "agent_speaker": str((out_dir / "voice.npy").resolve()), "turns": turns})  # fmt: skip
+    path = out_dir / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def build_persona(
+    persona_dir: str | Path,
+    out_dir: str | Path,
+    codec_name: str = "xy_tokenizer",
+    num_codebooks: int = 8,
+    codebook_size: int = 1024,
+    frame_rate: float = 12.5,
+    sample_rate: int = 16000,
+    speaker_model: str | dict | None = None,
+    samples_per_shard: int = 1000,
+) -> Path:
+    """Write ``out_dir/train/shard-*.tar`` (task ``persona``), ``persona.json`` and ``voice.npy``.
+
+    Dialogues whose assistant turns hold recordings instead of codes go to ``out_dir/manifest.jsonl``
+    for ``qinyu-lit data build`` (which runs the codec) instead of to shards.
+    """
+    persona_dir, out_dir = Path(persona_dir), Path(out_dir)
+    profile = load_profile(next((persona_dir / n for n in ("profile.yaml", "profile.yml", "profile.json") if (persona_dir / n).exists()),
+                                persona_dir / "profile.yaml"))  # fmt: skip
+    voice = persona_voice(persona_dir / "voice", speaker_model)
+    codec = CodecInfo(codec_name, num_codebooks, codebook_size, frame_rate, sample_rate)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "voice.npy", voice)  # the agent voice, also for `generate --speaker`
+    card = {"profile": asdict(profile), "system_prompt": profile.prompt(), "voice": voice.tolist()}
+    (out_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    if _needs_codec(persona_dir / "dialogues.jsonl"):
+        manifest = write_manifest(persona_dir, out_dir, profile)
+        print(
+            f"[qinyu-lit] persona {profile.name!r}: assistant turns hold audio, not codes; encode them with the codec:\n"
+            f"  qinyu-lit data build --manifest {manifest} --out {out_dir / 'train'} --codec CODEC ..."
+        )
+        return out_dir
+    samples = list(read_dialogues(persona_dir, profile, voice, codec))
+    if (out_dir / "train").exists():
+        shutil.rmtree(out_dir / "train")  # a rebuild must not leave shards of an older, longer run
+    write_shards(samples, out_dir / "train", samples_per_shard)
+    print(
+        f"[qinyu-lit] persona {profile.name!r}: {len(samples)} dialogues, voice of dim {voice.shape[0]} -> {out_dir}"
+    )
+    return out_dir
+
+
+def persona_data_cmd(
+    persona_dir: str,
+    out_dir: str,
+    codec_name: str = "xy_tokenizer",
+    num_codebooks: int = 8,
+    codebook_size: int = 1024,
+    frame_rate: float = 12.5,
+    sample_rate: int = 16000,
+    speaker_model: str | None = None,
+) -> None:
+    """Build persona shards and the persona card from a character folder (see ``qinyu_lit/persona.py``).
+
+    Args:
+        persona_dir: folder with ``profile.yaml``, ``voice/`` and ``dialogues.jsonl``.
+        out_dir: where ``train/`` shards and ``persona.json`` go; point ``data.train`` and ``model.persona_card`` here.
+        codec_name: name of the codec that produced the assistant codes (checked against the model).
+        num_codebooks: codebooks of the assistant codes.
+        codebook_size: codes per codebook.
+        frame_rate: codec frames per second.
+        sample_rate: the codec's audio sample rate.
+        speaker_model: speaker encoder for clips without a .npy embedding (default WavLM x-vector).
+    """
+    build_persona(
+        persona_dir, out_dir, codec_name, num_codebooks, codebook_size, frame_rate, sample_rate, speaker_model
+    )
+
+
+def demo_persona_cmd(
+    out_dir: str, name: str = "captain", voice: int = 0, dialogues: int = 12, speaker_dim: int = 16
+) -> None:
+    """Write a demo persona folder (profile, voice clips with embeddings, dialogues) from the demo rules.
+
+    Args:
+        out_dir: the persona folder to create.
+        name: one of the demo characters: captain, grandpa, robot.
+        voice: demo voice id (its codes and embedding).
+        dialogues: number of dialogues.
+        speaker_dim: speaker embedding size (must match the model).
+    """
+    make_demo_persona(out_dir, name, voice, dialogues, speaker_dim)
+
+
+def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0, dialogues: int = 12,
+                      speaker_dim: int = 16, codebook_size: int = 64, seed: int = 0) -> Path:  # fmt: skip
+    """A deterministic persona folder built from the demo corpus rules (no downloads)."""
+    import soundfile
+
+    from .data.demo import CHARACTERS, SAMPLE_RATE, WORDS, demo_codes, demo_speech, voice_embedding
+
+    profiles = {
+        "captain": ("Captain Mira", "a woman in her fifties from a harbour town", "captain of a small starship",
+                    "calm and kind, speaks briefly", "low, steady, unhurried"),
+        "grandpa": ("Grandpa Lin", "a man in his seventies", "a retired teacher and storyteller",
+                    "warm, patient, fond of old songs", "soft, slow, a little husky"),
+        "robot": ("Unit Seven", "a robot built last year", "a household helper robot",
+                  "cheerful and curious about feelings", "bright, even, slightly metallic"),
+    }  # fmt: skip
+    if name not in profiles:
+        raise ValueError(f"demo persona must be one of {sorted(profiles)}, got {name!r}")
+    out = Path(out_dir)
+    (out / "voice").mkdir(parents=True, exist_ok=True)
+    (out / "codes").mkdir(exist_ok=True)
+    (out / "clips").mkdir(exist_ok=True)
+    full, demo, social, temper, style = profiles[name]
+    profile = dict(name=full, demographics=demo, social_identity=social, temperament=temper, vocal_style=style,
+                   system_prompt=CHARACTERS[name])  # fmt: skip
+    (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    rng = np.random.default_rng([seed, voice])
+    base = voice_embedding(voice, speaker_dim)
+    for i in range(4):  # a few clips, each with its own noisy utterance embedding
+        words = " ".join(rng.choice(WORDS, 4))
+        soundfile.write(out / "voice" / f"clip{i}.wav", demo_speech(words, voice), SAMPLE_RATE)
+        np.save(
+            out / "voice" / f"clip{i}.npy", (base + 0.1 * rng.standard_normal(speaker_dim)).astype(np.float32)
+        )
+    lines = []
+    for d in range(dialogues):
+        question = " ".join(rng.choice(WORDS, int(rng.integers(3, 6))))
+        answer = f"{full.split()[-1].lower()} says " + " ".join(reversed(question.split()))
+        soundfile.write(out / "clips" / f"q{d}.wav", demo_speech(question, 100 + d % 4), SAMPLE_RATE)
+        np.save(out / "codes" / f"a{d}.npy", demo_codes(answer, voice, 8, codebook_size))
+        turns = [{"role": "user", "text": "", "audio": f"clips/q{d}.wav"},
+                 {"role": "assistant", "text": answer, "codes": f"codes/a{d}.npy"}]  # fmt: skip
+        lines.append(json.dumps({"key": f"{name}{d:04d}", "turns": turns}))
+    (out / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def save_adapter(stage, out_dir: str | Path) -> Path:
+    """A persona stage -> a PEFT adapter directory (+ ``persona.json``, + trained QinYu parts if any).
+
+    ``peft.PeftModel.from_pretrained(backbone, out_dir)`` loads it on the exported base backbone.
+    """
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    if not isinstance(stage.model.backbone, PeftModel):
+        raise ValueError(
+            f"{type(stage).__name__} has no LoRA adapter; --adapter_only is for PersonaStage checkpoints"
+        )
+    out = Path(out_dir)
+    stage.model.backbone.save_pretrained(out)
+    parts = {
+        n: p.detach().contiguous()
+        for n, p in stage.model.named_parameters()
+        if p.requires_grad and not n.startswith("backbone.")
+    }
+    if parts:
+        save_file(parts, out / PARTS_NAME, metadata={"format": "pt"})
+    if getattr(stage, "persona_card", None):
+        (out / CARD_NAME).write_text(json.dumps(stage.persona_card, indent=2) + "\n")
+    return out
+
+
+class PersonaBank:
+    """One base model, many personas: LoRA adapters loaded side by side and switched, never merged.
+
+    ``bank = PersonaBank(QinYuModel.from_pretrained("exports/sft"))``; ``bank.add("mira", "adapters/mira")``;
+    ``bank.reply("hello", persona="mira")``. The base weights are never changed; ``use(None)`` is the base.
+    """
+
+    def __init__(self, base):
+        self.model = base.eval()
+        self.cards: dict[str, dict] = {}
+        self._parts: dict[str, dict] = {}
+        self._base_parts: dict = {}
+        self.active: str | None = None
+
+    def add(self, name: str, adapter_dir: str | Path) -> dict:
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        adapter_dir = Path(adapter_dir)
+        if isinstance(self.model.backbone, PeftModel):
+            self.model.backbone.load_adapter(str(adapter_dir), adapter_name=name)
+        else:
+            self.model.backbone = PeftModel.from_pretrained(
+                self.model.backbone, str(adapter_dir), adapter_name=name
+            )
+        parts = load_file(adapter_dir / PARTS_NAME) if (adapter_dir / PARTS_NAME).exists() else {}
+        state = self.model.state_dict()
+        for key in parts:  # keep the base's copy of every part some persona replaces
+            self._base_parts.setdefault(key, state[key].clone())
+        self._parts[name] = parts
+        card_path = adapter_dir / CARD_NAME
+        self.cards[name] = json.loads(card_path.read_text()) if card_path.exists() else {}
+        self.use(self.active)
+        return self.cards[name]
+
+    def use(self, name: str | None) -> None:
+        """Make ``name`` the active persona (``None``: the base model)."""
+        backbone = self.model.backbone
+        if name is not None and name not in self.cards:
+            raise KeyError(f"no persona {name!r}; added: {sorted(self.cards)}")
+        if hasattr(backbone, "base_model"):
+            if name is None:
+                backbone.base_model.disable_adapter_layers()
+            else:
+                backbone.base_model.enable_adapter_layers()
+                backbone.set_adapter(name)
+        parts = dict(self._base_parts)
+        parts.update(self._parts.get(name, {}) if name else {})
+        if parts:
+            self.model.load_state_dict(parts, strict=False)
+        self.model.eval()
+        self.active = name
+
+    def reply(self, text: str | None = None, persona: str | None = None, **kwargs):
+        """Generate as ``persona``: its system prompt and voice unless ``system`` / ``speaker`` are given."""
+        from .inference import reply_to
+
+        self.use(persona)
+        card = self.cards.get(persona, {}) if persona else {}
+        kwargs.setdefault("system", card.get("system_prompt", ""))
+        if card.get("voice") is not None:
+            kwargs.setdefault("speaker", np.asarray(card["voice"], dtype=np.float32))
+        return reply_to(self.model, text=text, **kwargs)
+
+
+def persona_reply_cmd(
+    base: str,
+    adapter: str,
+    text: str,
+    out: str | None = None,
+    max_new_positions: int = 512,
+    device: str = "cpu",
+) -> None:
+    """Reply in character: the base model + one persona adapter, its system prompt and its voice.
+
+    Args:
+        base: the base the persona was trained on: an exported directory or a checkpoint (SFT).
+        adapter: a persona adapter directory (``qinyu-lit export CKPT DIR --adapter_only true``).
+        text: the user's message.
+        out: write the generated codes ``[8, frames]`` to this ``.npy`` file.
+        max_new_positions: stop after this many generated positions.
+        device: ``cpu`` or ``cuda``.
+    """
+    from .inference import load_model
+
+    bank = PersonaBank(load_model(base, device=device))
+    name = Path(adapter).name
+    card = bank.add(name, adapter)
+    result = bank.reply(text, persona=name, max_new_positions=max_new_positions)
+    print(f"[{card.get('profile', {}).get('name', name)}] {result.text}")
+    print(
+        f"audio frames: {result.codes.shape[1]} x {result.codes.shape[0]} codebooks; finished={result.finished}"
+    )
+    if out:
+        np.save(out, result.codes.cpu().numpy(), allow_pickle=False)
+        print(f"codes written to {out}")

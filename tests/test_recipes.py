@@ -1,0 +1,94 @@
+"""Every shipped recipe parses through the CLI, and the paper-scale ones carry the paper's values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qinyu_lit.cli import main
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+ALL = sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml"))
+# Appendix C: steps, learning rate, tokens per optimizer step; all stages pack to 10,000 tokens
+PAPER = {
+    "align.yaml": ("AlignStage", 500, 1.0e-3, 1_280_000),
+    "pretrain.yaml": ("PretrainStage", 8000, 6.0e-5, 2_560_000),
+    "sft.yaml": ("SFTStage", 8000, 6.0e-5, 1_280_000),
+}
+
+
+def test_every_stage_has_a_paper_and_a_tiny_recipe():
+    for stage in ("align", "pretrain", "sft", "persona_lora"):
+        assert f"{stage}.yaml" in ALL and f"tiny/{stage}.yaml" in ALL
+
+
+@pytest.mark.parametrize("recipe", ALL)
+def test_recipe_parses_with_print_config(recipe, capsys):
+    written = yaml.safe_load((RECIPES / recipe).read_text())
+    # a file without a model class is an override (e.g. strategies/*.yaml): parse it on top of a stage recipe
+    standalone = "class_path" in (written.get("model") or {})
+    configs = [RECIPES / recipe] if standalone else [RECIPES / "sft.yaml", RECIPES / recipe]
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *(a for c in configs for a in ("--config", str(c))), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for section in written:  # every class the file names survives parsing
+        if isinstance(written[section], dict) and "class_path" in written[section]:
+            assert printed[section]["class_path"] == written[section]["class_path"]
+    if "strategy" in written.get("trainer", {}):
+        assert printed["trainer"]["strategy"]["class_path"] == written["trainer"]["strategy"]["class_path"]
+    # sizes shared by data and model are linked: set once on the data side, never in the model block
+    assert "codebook_size" in printed["data"]["init_args"]
+    assert "codebook_size" not in printed["model"]["init_args"]["net"]
+    # the header: what it is, what it needs first (Needs:), the command that launches it (Launch:)
+    lines = (RECIPES / recipe).read_text().splitlines()
+    header = "\n".join(lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))])
+    assert "# Needs:" in header and "# Launch: qinyu-lit" in header and len(header.splitlines()) >= 3, header
+
+
+@pytest.mark.parametrize("recipe", list(PAPER))
+def test_paper_scale_values(recipe):
+    cls, steps, lr, tokens = PAPER[recipe]
+    text = (RECIPES / recipe).read_text()
+    cfg = yaml.safe_load(text)
+    model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+    assert cfg["model"]["class_path"] == f"qinyu_lit.stages.{cls}"
+    assert (
+        trainer["max_steps"] == steps
+        and trainer["gradient_clip_val"] == 1.0
+        and trainer["precision"].startswith("bf16")
+    )
+    assert model["optimizer"]["init_args"]["lr"] == lr and model["optimizer"]["init_args"]["betas"] == [
+        0.9,
+        0.95,
+    ]
+    assert (
+        model["warmup_ratio"] == 0.03
+        and model["net"]["backbone"] == "Qwen/Qwen3-8B"
+        and model["net"]["gradient_checkpointing"]
+    )
+    assert data["pack_length"] == 10_000 and data["tokens_per_step"] == tokens
+    packs = tokens // (data["pack_length"] * data["batch_size"] * trainer["devices"] * trainer["num_nodes"])
+    assert (
+        packs * data["pack_length"] * data["batch_size"] * trainer["devices"] == tokens
+    )  # whole accumulations
+    assert f"x {packs} accumulations" in text  # the arithmetic is written out in the comment
+    assert all({"path", "weight", "name"} <= set(src) for src in data["train"])
+
+
+def test_official_script_differences_are_noted():
+    assert "2000 steps" in (RECIPES / "align.yaml").read_text()
+    sft = (RECIPES / "sft.yaml").read_text()
+    assert "12K steps" in sft and "5e-5" in sft and "weight decay 0.1" in sft
+
+
+def test_mixture_weights_follow_vita_audio_table_2():
+    weights = {r: {s["name"]: s["weight"] for s in yaml.safe_load((RECIPES / r).read_text())["data"]["init_args"]["train"]}
+               for r in PAPER}  # fmt: skip
+    assert weights["align.yaml"] == {"asr": 0.1, "sqa": 0.1}  # paper: 10% of the pretraining data
+    assert set(weights["pretrain.yaml"].values()) == {1.0}
+    sft = weights["sft.yaml"]
+    assert {sft[k] for k in ("conversation", "roleplay", "singing")} == {2.0}
+    assert {sft[k] for k in ("asr", "tts", "sqa", "text")} == {0.05}
