@@ -4,7 +4,12 @@
   data chosen by ``class_path``, every argument overridable (``--trainer.max_steps 20``),
   ``--print_config`` shows the resolved recipe.
 * ``qinyu-lit demo-data DIR`` - write the deterministic demo corpus and its tokenizer.
-* ``qinyu-lit generate --ckpt CKPT ...`` - greedy decoding of an interleaved reply.
+* ``qinyu-lit generate CKPT_OR_EXPORT --text|--audio ...`` - an interleaved reply: text, codes, WAV (with a codec).
+* ``qinyu-lit data build|inspect|validate`` - shards from audio manifests, and checks of them.
+* ``qinyu-lit export CKPT DIR`` - a directory ``QinYuModel.from_pretrained`` loads (LoRA merged);
+  ``--adapter_only true`` writes a persona's PEFT adapter instead.
+* ``qinyu-lit demo-persona DIR`` / ``persona-data DIR OUT`` - persona shards; ``persona-reply BASE ADAPTER
+  TEXT`` - a reply in character (docs/stages.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from jsonargparse import CLI
 from lightning.pytorch.cli import LightningCLI
 
 from .data.datamodule import QinYuDataModule
+from .data.inspect import data_main
+from .model.export import export_cmd
+from .persona import demo_persona_cmd, persona_data_cmd, persona_reply_cmd
 from .stages.base import QinYuStage
 
 
@@ -71,37 +79,99 @@ def demo_data(
 def generate_cmd(
     ckpt: str,
     text: str | None = None,
+    audio: str | None = None,
     shard: str | None = None,
     key: str | None = None,
     system: str = "",
-    out: str | None = None,
+    speaker: str | None = None,
+    user_speaker: str | None = None,
+    out: str = "reply",
+    codec: str | None = None,
+    text_temperature: float = 0.0,
+    text_top_k: int = 0,
+    text_top_p: float = 1.0,
+    audio_temperature: float = 0.0,
+    audio_top_k: int = 0,
+    audio_top_p: float = 1.0,
+    seed: int = 0,
     max_new_positions: int = 512,
+    device: str = "cpu",
 ) -> None:
-    """Greedy generation from a Lightning checkpoint.
+    """Generate one interleaved reply (text + 8-codebook speech) and write it out.
+
+    Writes OUT.npy (the speech codes [codebooks, frames], delay undone) and OUT.txt (the text);
+    with --codec also OUT.wav decoded at the codec's sample rate. Greedy unless a temperature is set.
 
     Args:
-        ckpt: a checkpoint written by ``qinyu-lit fit``.
-        text: a user message (text input). Either this or ``shard`` + ``key``.
-        shard: a shard to take the conversation from (its last assistant turn is generated).
+        ckpt: a Lightning checkpoint from ``qinyu-lit fit`` or a directory from ``qinyu-lit export``.
+        text: the user's message as text (with ``audio``: text that goes after the speech, e.g. an instruction).
+        audio: the user's message as speech: a WAV/FLAC file (any rate; resampled for the encoder).
+        shard: instead of text/audio, take the conversation from this shard (its last assistant turn is generated).
         key: the sample key inside ``shard``.
-        system: system / persona prompt for ``text`` input.
-        out: write the generated codes ``[8, frames]`` to this ``.npy`` file.
-        max_new_positions: stop after this many generated positions.
+        system: system / persona prompt (e.g. "You are Captain Mira, ..."); a persona checkpoint's card gives the default.
+        speaker: agent voice embedding, a ``.npy`` of [D] or [utterances, D] (averaged), D = the model's speaker_dim;
+            a persona checkpoint's card gives the default.
+        user_speaker: the user's voice embedding (``.npy``), for models trained with it.
+        out: output path stem: OUT.npy, OUT.txt and (with ``codec``) OUT.wav.
+        codec: Mimi codec to decode the codes to a WAV: a name or directory (``kyutai/mimi``); its codebooks
+            must match the model's. ``None``: codes only (e.g. the demo's rule codes have no decoder).
+        text_temperature: text-head temperature; 0 = greedy.
+        text_top_k: text head: sample among the k most likely ids (0 = all).
+        text_top_p: text head: nucleus sampling mass (1.0 = off).
+        audio_temperature: codebook heads' temperature; 0 = greedy.
+        audio_top_k: codebook heads: sample among the k most likely codes (0 = all).
+        audio_top_p: codebook heads: nucleus sampling mass (1.0 = off).
+        seed: sampling seed (the same seed and inputs give the same reply).
+        max_new_positions: stop after this many generated positions (text ids + audio frames).
+        device: ``cpu`` or ``cuda``.
     """
+    from pathlib import Path
+
     import numpy as np
 
-    from .inference import load_stage, reply_to
+    from .inference import check_codec, load_codec, load_with_persona, reply_to, valid_codes, write_wav
+    from .model.sampling import Sampler
 
-    stage = load_stage(ckpt)
-    result = reply_to(stage.model, text=text, shard=shard, key=key, system=system, max_new_positions=max_new_positions)
+    model, card = load_with_persona(ckpt, device=device)
+    if card and shard is None:  # a persona checkpoint answers as its character unless told otherwise
+        system = system or card.get("system_prompt", "")
+        speaker = speaker if speaker is not None else card.get("voice")
+        print(f"persona card: {'system prompt, ' if system else ''}{'voice' if speaker is not None else ''}")
+    codec_model = load_codec(codec, device=device) if codec else None
+    if codec_model is not None:
+        check_codec(model, codec_model)  # before generating: fail fast
+    result = reply_to(
+        model,
+        text=text,
+        audio=audio,
+        shard=shard,
+        key=key,
+        system=system,
+        speaker=speaker,
+        user_speaker=user_speaker,
+        max_new_positions=max_new_positions,
+        text_sampler=Sampler(text_temperature, text_top_k, text_top_p, seed),
+        audio_sampler=Sampler(audio_temperature, audio_top_k, audio_top_p, seed + 1),
+    )
+    stem = str(Path(out).with_suffix("")) if Path(out).suffix in (".npy", ".wav", ".txt") else out
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
     print(f"text: {result.text}")
-    print(f"audio frames: {result.codes.shape[1]} x {result.codes.shape[0]} codebooks; finished={result.finished}")
-    if out:
-        np.save(out, result.codes.numpy(), allow_pickle=False)
-        print(f"codes written to {out}")
+    print(f"speech: {result.num_frames} frames x {result.codes.shape[0]} codebooks, "
+          f"{result.frames_per_text_token:.2f} frames per text token; finished={result.finished}")
+    np.save(f"{stem}.npy", result.codes.numpy(), allow_pickle=False)
+    Path(f"{stem}.txt").write_text(result.text + "\n")
+    print(f"wrote {stem}.npy and {stem}.txt")
+    if codec_model is not None:
+        _, replaced = valid_codes(result.codes, codec_model.codebook_size)
+        if replaced:
+            print(f"note: {replaced} pad / out-of-range codes replaced by 0 before decoding")
+        samples, rate = write_wav(result.codes, codec_model, f"{stem}.wav")
+        print(f"wrote {stem}.wav ({samples / rate:.2f} s at {rate} Hz)")
 
 
-COMMANDS = {"demo-data": demo_data, "generate": generate_cmd}
+COMMANDS = {"demo-data": demo_data, "generate": generate_cmd, "data": data_main}
+COMMANDS.update({"export": export_cmd, "persona-data": persona_data_cmd, "demo-persona": demo_persona_cmd,
+                 "persona-reply": persona_reply_cmd})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

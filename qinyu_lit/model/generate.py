@@ -3,8 +3,12 @@
 Each step the extended head (text vocab + codebook 0) decides the modality: a text id
 is a text position; a codebook-0 class is an audio frame whose other codes come from the
 7 codebook heads. The frame is fed back as the mean of its codebook embeddings, exactly
-as in training. Decoding stops at ``<|im_end|>``; audio positions are undelayed into
-frames ``[C, T]``.
+as in training. Decoding stops at ``<|im_end|>`` (the end of the assistant turn); audio
+positions are undelayed into frames ``[C, T]``.
+
+How ids are picked is the caller's choice: ``pick_text`` sees the extended head's logits,
+``pick_audio`` the codebook heads' logits. Both default to greedy; ``sampling.Sampler``
+gives temperature / top-k / top-p, separately for each.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from transformers import DynamicCache
 
 from ..data.delay import undelay
 from .qinyu import QinYuModel
+from .sampling import greedy
+
+__all__ = ["Generated", "generate", "greedy"]
 
 
 @dataclass
@@ -26,9 +33,14 @@ class Generated:
     positions: list[str]  # "t" or "a" per generated position (the interleave as produced)
     finished: bool  # True when <|im_end|> was produced
 
+    @property
+    def num_frames(self) -> int:
+        return int(self.codes.shape[1])
 
-def greedy(logits: torch.Tensor) -> torch.Tensor:
-    return logits.argmax(-1)
+    @property
+    def frames_per_text_token(self) -> float:
+        """Speech frames per text token of the reply; too low is the paper's "overly fast" speech."""
+        return self.num_frames / max(len(self.text_ids), 1)
 
 
 @torch.no_grad()
@@ -37,13 +49,29 @@ def generate(
 ) -> Generated:
     """Continue a one-row prompt batch (from ``collate``) until ``<|im_end|>``.
 
-    ``pick_text`` chooses from the extended head's logits, ``pick_audio`` from the codebook
-    heads' logits ``[C-1, K]``; both default to greedy (argmax).
+    Args:
+        model: the QinYu model (put in eval mode for the call, restored afterwards).
+        prompt: a collated batch of one row that ends where the assistant starts
+            (``TokenLayout.build(sample, prompt_only=True)``).
+        max_new_positions: stop after this many generated positions (text ids + frames);
+            ``finished`` is then False.
+        pick_text: ``logits [vocab + codebook_size + 1] -> id`` for the extended head.
+        pick_audio: ``logits [C - 1, codebook_size + 1] -> ids [C - 1]`` for codebooks 1..C-1.
     """
     if prompt["input_ids"].shape[0] != 1:
         raise ValueError("generate takes a single prompt (batch of one row)")
+    for pick in {id(pick_text): pick_text, id(pick_audio): pick_audio}.values():
+        if hasattr(pick, "reset"):
+            pick.reset()  # a seeded sampler replays the same draws on every call
     was_training = model.training
     model.eval()
+    try:
+        return _decode(model, prompt, max_new_positions, pick_text, pick_audio)
+    finally:
+        model.train(was_training)
+
+
+def _decode(model: QinYuModel, prompt: dict, max_new_positions: int, pick_text, pick_audio) -> Generated:
     decoder = model.backbone.get_decoder()
     cache = DynamicCache(config=model.backbone.config)
     out = decoder(
@@ -65,18 +93,17 @@ def generate(
             kinds.append("t")
             embed = model.backbone.get_input_embeddings()(torch.tensor([[choice]], device=hidden.device))
         else:
-            rest = pick_audio(model.code_logits(hidden)[0].float())
-            frame = torch.cat([torch.tensor([choice - model.text_vocab], device=hidden.device), rest])
+            rest = pick_audio(model.code_logits(hidden)[0].float()).reshape(-1)
+            frame = torch.cat([torch.tensor([choice - model.text_vocab], device=hidden.device), rest.to(hidden.device)])
             frames.append(frame)
             kinds.append("a")
             embed = model.embed_codes(frame[None, None]).to(hidden.dtype)
         out = decoder(inputs_embeds=embed, position_ids=position, past_key_values=cache, use_cache=True)
         hidden, position = out.last_hidden_state[:, -1], position + 1
-    model.train(was_training)
     num_cb = model.config.num_codebooks
     if len(frames) >= num_cb - 1:
         codes = undelay(torch.stack(frames, dim=1), num_cb)
-    else:
+    else:  # fewer positions than the delay pads: no complete frame
         codes = torch.zeros(num_cb, 0, dtype=torch.long)
     text = model.tokenizer.decode(text_ids)
     return Generated(text=text, text_ids=text_ids, codes=codes.cpu(), positions=kinds, finished=finished)

@@ -68,6 +68,10 @@ class Sampler:
         picked = torch.multinomial(probs, 1, generator=self._rng(probs.device)).squeeze(-1)
         return picked.reshape(logits.shape[:-1])
 
+    def reset(self) -> None:
+        """Start the seeded generator again (``generate`` calls this), so equal calls give equal replies."""
+        self._generator = None
+
     def _rng(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
             return None
