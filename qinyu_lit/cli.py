@@ -175,11 +175,13 @@ COMMANDS.update({"export": export_cmd, "persona-data": persona_data_cmd, "demo-p
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in COMMANDS:
-        CLI(COMMANDS[argv[0]], args=argv[1:], prog=f"qinyu-lit {argv[0]}")
+    """Console entry; ``argv`` is for calling it from Python (tests, notebooks)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in COMMANDS:
+        CLI(COMMANDS[args[0]], args=args[1:], prog=f"qinyu-lit {args[0]}")
         return
-    lightning_main(argv)
+    # from a terminal LightningCLI reads sys.argv itself (and warns if it is also given args)
+    lightning_main(None if argv is None else args)
 
 
 if __name__ == "__main__":

@@ -31,16 +31,19 @@ class FbankLFR:
     sample_rate = 16000
 
     def __init__(self, num_mel_bins: int = 80, lfr_m: int = 7, lfr_n: int = 6):
+        self.num_mel_bins, self.lfr_m, self.lfr_n = num_mel_bins, lfr_m, lfr_n
+
+    def _options(self):
+        # built on first use in each process: kaldi-native-fbank objects cannot be pickled, and
+        # spawn-started DataLoader workers receive this object by pickling
         import kaldi_native_fbank as knf
 
-        self.num_mel_bins, self.lfr_m, self.lfr_n = num_mel_bins, lfr_m, lfr_n
         opts = knf.FbankOptions()
         opts.frame_opts.dither = 0.0  # deterministic features: same shard -> same tensors
         opts.frame_opts.samp_freq = self.sample_rate
         opts.frame_opts.window_type = "hamming"
-        opts.mel_opts.num_bins = num_mel_bins
-        self._opts = opts
-        self._knf = knf
+        opts.mel_opts.num_bins = self.num_mel_bins
+        return knf, opts
 
     @property
     def feature_dim(self) -> int:
@@ -48,7 +51,8 @@ class FbankLFR:
 
     def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         wav = resample(wav, sample_rate, self.sample_rate)
-        fbank = self._knf.OnlineFbank(self._opts)
+        knf, opts = self._options()
+        fbank = knf.OnlineFbank(opts)
         # kaldi expects int16-range samples
         fbank.accept_waveform(self.sample_rate, (wav * 32768.0).tolist())
         fbank.input_finished()

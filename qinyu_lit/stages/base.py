@@ -90,7 +90,7 @@ class QinYuStage(L.LightningModule):
         self.model: QinYuModel | None = None
         n = net.num_codebooks
         self.metrics = torch.nn.ModuleDict(
-            {f"{split}_{m}": MeanMetric() for split in ("train", "val") for m in ["text_acc"] + [f"cb{j}_acc" for j in range(n)]}
+            {f"{split}_{m}": MeanMetric() for split in ("train", "val", "test") for m in ["text_acc"] + [f"cb{j}_acc" for j in range(n)]}
         )
         self._last_batch_time: float | None = None
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -155,7 +155,7 @@ class QinYuStage(L.LightningModule):
             enc.eval()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        out = self.model.loss(batch)
+        out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_data(batch)
         if self._skip_nonfinite(out.loss):
             return None  # Lightning skips backward and the optimizer step (all ranks agree, see above)
@@ -206,8 +206,8 @@ class QinYuStage(L.LightningModule):
                 self.log(f"data/{k}", float(v), on_step=True, on_epoch=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.model.loss(batch)
-        self._log_step("val", out, batch)
+        out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
+        self._log_step(self._eval_split, out, batch)
         self.evaluators[self._eval_split].step(self, batch, self._eval_split)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -266,7 +266,7 @@ class QinYuStage(L.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        for p in self.model.parameters():
             if p.requires_grad:
                 # matrices decay; biases, norms and 1-d gains do not (as in nanoGPT / HF Trainer)
                 (decay if p.ndim >= 2 else no_decay).append(p)
