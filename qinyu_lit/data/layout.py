@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .delay import delay
-from .schema import Sample, SampleError
+from .schema import CodecMismatch, Sample, SampleError
 from .tokenizer import SpecialIds, special_ids
 
 
@@ -160,13 +160,14 @@ class TokenLayout:
         c = sample.codec
         has_codes = any(t.codes is not None for t in sample.turns)
         if has_codes and (c.num_codebooks, c.codebook_size) != (self.num_codebooks, self.codebook_size):
-            raise SampleError(
+            raise CodecMismatch(
                 sample.shard,
                 sample.key,
                 "codec",
                 f"shard codes are {c.num_codebooks} x {c.codebook_size} ({c.name}) but the model expects "
-                f"{self.num_codebooks} x {self.codebook_size}; set data.num_codebooks / data.codebook_size "
-                "to match or rebuild the shards with the model's codec",
+                f"{self.num_codebooks} x {self.codebook_size}; set --data.init_args.num_codebooks "
+                f"{c.num_codebooks} --data.init_args.codebook_size {c.codebook_size} (the model follows) "
+                "or rebuild the shards with the model's codec",
             )
 
     def truncate(self, seq: TokenSequence, length: int) -> TokenSequence:

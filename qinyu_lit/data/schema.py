@@ -38,6 +38,11 @@ class SampleError(ValueError):
         super().__init__(f"{shard}: sample {key!r}, field {field!r}: {reason}")
 
 
+class CodecMismatch(SampleError):
+    """The shards' codes do not fit the model (codebook count or size): a configuration error,
+    never skipped as bad data."""
+
+
 @dataclass(frozen=True)
 class CodecInfo:
     """The audio-token format of a sample; checked against the model at training time."""

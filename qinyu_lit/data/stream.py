@@ -34,7 +34,7 @@ from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expan
 from .layout import TokenLayout, TokenSequence
 from .mixture import Catalog, Source, expand_shards, interleave, slot_range  # noqa: F401 - expand_shards re-exported
 from .packing import best_fit_decreasing, fit_length, split_full
-from .schema import SampleError, decode_sample
+from .schema import CodecMismatch, SampleError, decode_sample
 
 
 def iter_raw_samples(shards: list[str]) -> Iterator[dict]:
@@ -266,6 +266,8 @@ class ShardReader:
             return None
         try:
             seq = self.layout.build(decode_sample(raw, shard))
+        except CodecMismatch:
+            raise  # the whole shard set does not fit the model: stop, do not skip every sample
         except SampleError as e:
             self.stats["skipped"] += 1
             self._bad(f"skipped sample: {e}")
