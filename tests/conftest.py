@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from qinyu_lit.data.demo import make_demo_corpus
-from qinyu_lit.model.qinyu import QinYuConfig
+from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
 
 TINY_BACKBONE = dict(
     model_type="qwen3",
@@ -30,8 +31,8 @@ def demo_dir(tmp_path_factory):
     return make_demo_corpus(tmp_path_factory.mktemp("demo"), samples_per_task=4, val_samples_per_task=1, samples_per_shard=8)
 
 
-@pytest.fixture
-def tiny_net(demo_dir) -> QinYuConfig:
+def make_tiny_net(demo_dir) -> QinYuConfig:
+    """A 2-layer random Qwen3 + tiny FunAsrNanoEncoder on the demo tokenizer, 8 x 64 codes, 16-d speakers."""
     return QinYuConfig(
         backbone=dict(TINY_BACKBONE),
         tokenizer=str(demo_dir / "tokenizer"),
@@ -41,3 +42,23 @@ def tiny_net(demo_dir) -> QinYuConfig:
         speaker_dim=16,
         attn_implementation="sdpa",
     )
+
+
+@pytest.fixture
+def tiny_net(demo_dir) -> QinYuConfig:
+    return make_tiny_net(demo_dir)
+
+
+@pytest.fixture
+def tiny_model(tiny_net) -> QinYuModel:
+    torch.manual_seed(0)
+    return QinYuModel(tiny_net).eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Toy models only pay for a second thread on a busy machine; use with ``pytest.mark.usefixtures``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,17 +18,10 @@ from qinyu_lit.data.stream import collate
 from qinyu_lit.data.writer import write_shard
 from qinyu_lit.inference import layout_for, reply_to
 from qinyu_lit.model.export import save_exported
-from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
-from tests.conftest import TINY_BACKBONE, TINY_ENCODER
+from qinyu_lit.model.qinyu import QinYuModel
+from tests.conftest import make_tiny_net
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a 2-layer toy model gains nothing from threads, and on a busy machine they cost 10x
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +48,7 @@ def overfit(tiny_net_module):
 @pytest.fixture(scope="module")
 def tiny_net_module(demo_dir):
     """``tiny_net`` of conftest, at module scope so the trained model is shared by the tests."""
-    return QinYuConfig(
-        backbone=dict(TINY_BACKBONE),
-        tokenizer=str(demo_dir / "tokenizer"),
-        audio_encoder=dict(TINY_ENCODER),
-        num_codebooks=8,
-        codebook_size=64,
-        speaker_dim=16,
-    )
+    return make_tiny_net(demo_dir)
 
 
 def test_loss_reaches_near_zero(overfit):

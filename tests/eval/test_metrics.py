@@ -12,21 +12,13 @@ from qinyu_lit.data.demo import demo_samples
 from qinyu_lit.data.stream import collate
 from qinyu_lit.eval.metrics import GenerationMetrics, Reference, normalize_text, per_task_losses, split_batch
 from qinyu_lit.inference import layout_for
-from qinyu_lit.model.qinyu import QinYuModel
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy model: threads only cost on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def model(tiny_net):
-    torch.manual_seed(0)
-    return QinYuModel(tiny_net).eval()
+def model(tiny_model):
+    return tiny_model
 
 
 def one(task: str, i: int = 0):

@@ -15,19 +15,12 @@ from qinyu_lit.model.generate import generate
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.sampling import Sampler
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy model: threads only cost on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def model(tiny_net):
-    torch.manual_seed(0)
-    return QinYuModel(tiny_net).eval()
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture
