@@ -90,7 +90,7 @@ class QinYuStage(L.LightningModule):
         self.model: QinYuModel | None = None
         n = net.num_codebooks
         self.metrics = torch.nn.ModuleDict(
-            {f"{split}_{m}": MeanMetric() for split in ("train", "val", "test") for m in ["text_acc"] + [f"cb{j}_acc" for j in range(n)]}
+            {f"{split}_{m}": MeanMetric() for split in ("val", "test") for m in ["text_acc"] + [f"cb{j}_acc" for j in range(n)]}
         )
         self._last_batch_time: float | None = None
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -235,22 +235,28 @@ class QinYuStage(L.LightningModule):
         self.on_validation_epoch_end()
 
     def _log_step(self, split: str, out: LossOutput, batch: dict) -> None:
-        on_step = split == "train"
         size = int(batch["input_ids"].shape[0])
-        log = dict(on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
-        self.log(f"{split}/loss", out.loss.detach(), prog_bar=True, **log)
+        values = {f"{split}/loss": out.loss.detach()}
+        accuracy = {}  # name -> (metric key, correct, count)
         if out.num_text:
-            self.log(f"{split}/text_loss", out.text_loss, **log)
-            m = self.metrics[f"{split}_text_acc"]
-            m(out.text_correct / out.num_text, weight=out.num_text)  # forward: batch value + running mean
-            self.log(f"{split}/text_acc", m, on_step=on_step, on_epoch=not on_step, batch_size=size)
+            values[f"{split}/text_loss"] = out.text_loss
+            accuracy[f"{split}/text_acc"] = (f"{split}_text_acc", out.text_correct, out.num_text)
         if out.num_audio:
-            self.log(f"{split}/audio_loss", out.audio_loss, **log)
+            values[f"{split}/audio_loss"] = out.audio_loss
             for j in range(self.net_config.num_codebooks):
-                self.log(f"{split}_codebook/loss_{j}", out.codebook_loss[j], **log)
-                m = self.metrics[f"{split}_cb{j}_acc"]
-                m(out.codebook_correct[j] / out.num_audio, weight=out.num_audio)
-                self.log(f"{split}_codebook/acc_{j}", m, on_step=on_step, on_epoch=not on_step, batch_size=size)
+                values[f"{split}_codebook/loss_{j}"] = out.codebook_loss[j]
+                accuracy[f"{split}_codebook/acc_{j}"] = (f"{split}_cb{j}_acc", out.codebook_correct[j], out.num_audio)
+        if split == "train":
+            # this batch's values, in one call: the hot path stays cheap (benchmarks/step_overhead.py)
+            values.update({name: correct / count for name, (_, correct, count) in accuracy.items()})
+            self.log("train/loss", values.pop("train/loss"), prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
+            self.log_dict(values, on_step=True, on_epoch=False, batch_size=size)
+            return
+        # validation / test: epoch means, accuracies weighted by their position counts (torchmetrics)
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        for name, (key, correct, count) in accuracy.items():
+            self.metrics[key].update(correct / count, weight=count)
+            self.log(name, self.metrics[key], on_step=False, on_epoch=True, batch_size=size)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # real (non-padding) tokens behind this optimizer step, all ranks assuming equal shares
