@@ -21,7 +21,6 @@ re-reads at most one chunk.
 
 from __future__ import annotations
 
-import random
 import tarfile
 import warnings
 from collections.abc import Iterator
@@ -44,23 +43,6 @@ def iter_raw_samples(shards: list[str]) -> Iterator[dict]:
             yield from group_by_keys(tar_file_expander([{"url": shard, "stream": stream}]))
 
 
-def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
-    """Reservoir-style shuffle with a bounded buffer (memory stays flat with corpus size)."""
-    if buffer_size <= 1:
-        yield from items
-        return
-    buf = []
-    for item in items:
-        if len(buf) < buffer_size:
-            buf.append(item)
-            continue
-        i = rng.randrange(len(buf))
-        yield buf[i]
-        buf[i] = item
-    rng.shuffle(buf)
-    yield from buf
-
-
 def worker_slot() -> tuple[int, int]:
     """(index, count) of this data-loader worker among all ranks x workers."""
     rank, world = 0, 1
@@ -69,18 +51,6 @@ def worker_slot() -> tuple[int, int]:
     info = get_worker_info()
     wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank * nworkers + wid, world * nworkers
-
-
-def batches_of(sequences: Iterator[TokenSequence], batch_size: int) -> Iterator[list[list[TokenSequence]]]:
-    """Unpacked batching: each row holds one sequence, padded to the longest in the batch."""
-    batch: list[list[TokenSequence]] = []
-    for seq in sequences:
-        batch.append([seq])
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def collate(
