@@ -21,6 +21,7 @@ from transformers import get_cosine_schedule_with_warmup
 from qinyu_lit.data.datamodule import QinYuDataModule
 from qinyu_lit.data.demo import make_demo_corpus
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
+from qinyu_lit.model.tiny import tiny_config
 from qinyu_lit.stages import SFTStage
 
 WARMUP = 10
@@ -35,35 +36,7 @@ class Clock(L.Callback):
 
 
 def net(demo: Path, hidden: int, layers: int) -> QinYuConfig:
-    heads = max(hidden // 64, 2)
-    backbone = dict(
-        model_type="qwen3",
-        hidden_size=hidden,
-        intermediate_size=hidden * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads // 2 or 1,
-        head_dim=hidden // heads,
-        vocab_size=448,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-    )
-    encoder = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        num_timestamp_prediction_layers=1,
-    )
-    return QinYuConfig(
-        backbone=backbone,
-        tokenizer=str(demo / "tokenizer"),
-        audio_encoder=encoder,
-        num_codebooks=8,
-        codebook_size=64,
-        speaker_dim=16,
-        attn_implementation="sdpa",
-    )
+    return tiny_config(demo / "tokenizer", hidden_size=hidden, num_layers=layers)
 
 
 def lightning_time(cfg, batches, steps) -> float:

@@ -7,22 +7,7 @@ import torch
 
 from qinyu_lit.data.demo import make_demo_corpus
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
-
-TINY_BACKBONE = dict(
-    model_type="qwen3",
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    vocab_size=768,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-)
-TINY_ENCODER = dict(
-    hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2, num_timestamp_prediction_layers=1
-)
+from qinyu_lit.model.tiny import tiny_config
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +18,7 @@ def demo_dir(tmp_path_factory):
 
 def make_tiny_net(demo_dir) -> QinYuConfig:
     """A 2-layer random Qwen3 + tiny FunAsrNanoEncoder on the demo tokenizer, 8 x 64 codes, 16-d speakers."""
-    return QinYuConfig(
-        backbone=dict(TINY_BACKBONE),
-        tokenizer=str(demo_dir / "tokenizer"),
-        audio_encoder=dict(TINY_ENCODER),
-        num_codebooks=8,
-        codebook_size=64,
-        speaker_dim=16,
-        attn_implementation="sdpa",
-    )
+    return tiny_config(demo_dir / "tokenizer")
 
 
 @pytest.fixture

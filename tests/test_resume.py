@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
+from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
 from qinyu_lit.resume import AtomicCheckpointIO
-from tests.conftest import TINY_BACKBONE, TINY_ENCODER
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILL, EVERY = 12, 6, 4
@@ -58,7 +58,7 @@ def _config(demo_dir: Path, run_dir: Path, kill: int | None) -> Path:
             "class_path": "qinyu_lit.stages.SFTStage",
             "init_args": {
                 "net": {
-                    "backbone": dict(TINY_BACKBONE),
+                    "backbone": tiny_backbone(),
                     "audio_encoder": dict(TINY_ENCODER),
                     "speaker_dim": 16,
                 },

@@ -10,8 +10,7 @@ from qinyu_lit.data.schema import CodecInfo, Sample, Turn
 from qinyu_lit.data.stream import collate
 from qinyu_lit.model.encoders import build_audio_encoder, build_backbone
 from qinyu_lit.model.qinyu import QinYuModel
-
-from ..conftest import TINY_BACKBONE, TINY_ENCODER
+from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
 
 TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=80,
                     max_source_positions=100, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=100)  # fmt: skip
@@ -19,7 +18,7 @@ TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, enc
 
 def test_pretrained_directory_and_config_build_the_same_classes(tmp_path):
     torch.manual_seed(0)
-    random_lm = build_backbone(dict(TINY_BACKBONE))
+    random_lm = build_backbone(tiny_backbone())
     assert type(random_lm).__name__ == "Qwen3ForCausalLM"
     random_lm.save_pretrained(tmp_path / "lm")
     loaded = build_backbone(str(tmp_path / "lm"))
