@@ -164,6 +164,10 @@ class QinYuModel(nn.Module):
 
     def encode_audio(self, features: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """Frozen encoder (no graph kept) + trainable adapter -> [sum of frames, H]."""
+        if self.audio_encoder.training:
+            # Lightning restores each submodule's own train/eval flag (undoing ``train()`` above);
+            # the frozen encoder must never run its dropout, so the model enforces it where it is used
+            self.audio_encoder.eval()
         enc_dtype = next(self.audio_encoder.parameters()).dtype
         with torch.no_grad():
             per_clip = run_audio_encoder(self.audio_encoder, features.to(enc_dtype), lens, self.config.audio_encoder_type)

@@ -146,14 +146,6 @@ class QinYuStage(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # Lightning restores each submodule's train/eval flag around validation and at fit start,
-        # undoing QinYuModel.train(); a frozen encoder left in train mode runs its dropout
-        # (random, so a resumed run drifts from an uninterrupted one). Keep it in eval.
-        enc = getattr(self.model, "audio_encoder", None)
-        if enc is not None and enc.training:
-            enc.eval()
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_data(batch)
