@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qinyu_lit.data.demo import WORDS
 from qinyu_lit.data.schema import CodecInfo, Sample, Turn
-from qinyu_lit.data.writer import write_shards
+from qinyu_lit.prep.demo import WORDS
+from qinyu_lit.prep.writer import write_shards
 
 CODEC = CodecInfo("synthetic", 8, 1024, 12.5, 16000)
 NO_USER_AUDIO = ("tts", "text", "dialogue_text", "long")

@@ -27,10 +27,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from qinyu_lit.data.build import BuildOptions, ShardBuilder, build
-from qinyu_lit.data.codecs import TINY_MIMI
-from qinyu_lit.data.demo import make_demo_corpus
-from qinyu_lit.data.manifest import scan_manifest
+from qinyu_lit.prep.build import BuildOptions, ShardBuilder, build
+from qinyu_lit.prep.codecs import TINY_MIMI
+from qinyu_lit.prep.demo import make_demo_corpus
+from qinyu_lit.prep.manifest import scan_manifest
 
 KINDS = [(16000, 1, "WAV"), (44100, 2, "FLAC"), (24000, 1, "FLAC"), (22050, 2, "WAV")]
 
@@ -62,7 +62,7 @@ def make_corpus(root: Path, seconds: float, clip_seconds: float = 5.0) -> Path:
 
 def time_builder(label: str, codec: dict, manifest: Path, tokenizer: Path, out: Path, args) -> None:
     options = BuildOptions(
-        manifest=str(manifest), tokenizer=str(tokenizer), codec=codec, codec_class="qinyu_lit.data.codecs.MimiCodec",
+        manifest=str(manifest), tokenizer=str(tokenizer), codec=codec, codec_class="qinyu_lit.prep.codecs.MimiCodec",
         num_quantizers=8, speaker_encoder=None, user_speakers=False, user_sample_rate=16000,
         codec_batch_size=args.codec_batch_size, device=args.device, seed=0, strict=True, threads=args.threads,
     )  # fmt: skip

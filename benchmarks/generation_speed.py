@@ -22,8 +22,8 @@ from qinyu_lit.model.generate import generate
 
 
 def tiny_model(threads: int):
-    from qinyu_lit.data.demo import make_demo_corpus
     from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
+    from qinyu_lit.prep.demo import make_demo_corpus
 
     torch.set_num_threads(threads)
     corpus = make_demo_corpus(tempfile.mkdtemp(), samples_per_task=1, val_samples_per_task=1)

@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
-    from qinyu_lit.data.demo import make_demo_corpus
+    from qinyu_lit.prep.demo import make_demo_corpus
 
     work = Path(tempfile.mkdtemp(prefix="qinyu-mem-"))
     demo = make_demo_corpus(work / "demo", samples_per_task=8, val_samples_per_task=1, samples_per_shard=8)

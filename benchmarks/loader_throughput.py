@@ -18,11 +18,11 @@ from pathlib import Path
 
 from _corpus import NO_USER_AUDIO, WITH_USER_AUDIO, make
 
-from qinyu_lit.data.demo import make_demo_corpus
 from qinyu_lit.data.features import FbankLFR
 from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.stream import ShardStream
 from qinyu_lit.data.tokenizer import load_tokenizer
+from qinyu_lit.prep.demo import make_demo_corpus
 
 
 def run(shards: Path, layout: TokenLayout, pack_length: int) -> tuple[float, int, int]:

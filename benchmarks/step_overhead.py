@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
 
 from qinyu_lit.data.datamodule import QinYuDataModule
-from qinyu_lit.data.demo import make_demo_corpus
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
 from qinyu_lit.model.tiny import tiny_config
+from qinyu_lit.prep.demo import make_demo_corpus
 from qinyu_lit.stages import SFTStage
 
 WARMUP = 10

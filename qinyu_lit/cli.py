@@ -20,10 +20,11 @@ from jsonargparse import CLI
 from lightning.pytorch.cli import LightningCLI
 
 from .data.datamodule import QinYuDataModule
-from .data.inspect import data_main
-from .model.export import export_cmd
-from .persona import demo_persona_cmd, persona_data_cmd, persona_reply_cmd
+from .persona_bank import persona_reply_cmd
+from .prep.inspect import data_main
+from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
+from .stages.checkpoints import export_cmd
 
 
 class QinYuCLI(LightningCLI):
@@ -63,7 +64,7 @@ def demo_data(
         codebook_size: codes per codebook of the demo code rule (8 codebooks).
         seed: corpus seed; the same seed gives byte-identical shards.
     """
-    from .data.demo import make_demo_corpus
+    from .prep.demo import make_demo_corpus
 
     path = make_demo_corpus(
         out_dir,

@@ -24,7 +24,9 @@ from .data.stream import collate, expand_shards, iter_raw_samples
 from .model.generate import Generated, generate
 from .model.qinyu import QinYuModel
 from .model.sampling import greedy
+from .prep.codecs import MimiCodec, check_codec, valid_codes, write_wav  # noqa: F401 - part of this API
 from .stages.base import QinYuStage
+from .stages.checkpoints import stage_from_checkpoint
 
 # ---------------------------------------------------------------------------- loading
 
@@ -32,10 +34,8 @@ from .stages.base import QinYuStage
 def load_stage(ckpt_path: str, map_location: str = "cpu") -> QinYuStage:
     """Rebuild the stage a Lightning checkpoint was written by (its class, LoRA included), in eval mode.
 
-    Read with ``weights_only=True``: nothing is unpickled (``model/export.py``).
+    Read with ``weights_only=True``: nothing is unpickled (``stages/checkpoints.py``).
     """
-    from .model.export import stage_from_checkpoint
-
     return stage_from_checkpoint(ckpt_path, map_location=map_location)
 
 
@@ -49,11 +49,9 @@ def load_with_persona(path: str, device: str = "cpu") -> tuple[QinYuModel, dict 
     and ``voice``), or ``None``."""
     import json
 
-    from .model.export import load_exported
-
     card = None
     if Path(path).is_dir():
-        model = load_exported(path)
+        model = QinYuModel.from_pretrained(path)
         if (Path(path) / "persona.json").is_file():
             card = json.loads((Path(path) / "persona.json").read_text())
     elif Path(path).is_file():
@@ -198,42 +196,9 @@ def reply_to(
 # ---------------------------------------------------------------------------- speech out
 
 
-def load_codec(model: str | dict = "kyutai/mimi", device: str = "cpu"):
-    """The codec that turns codes back into audio: ``data.codecs.MimiCodec`` (transformers ``MimiModel``).
+def load_codec(model: str | dict = "kyutai/mimi", device: str = "cpu") -> MimiCodec:
+    """The codec that turns codes back into audio: ``prep.codecs.MimiCodec`` (transformers ``MimiModel``).
 
     ``model`` is a pretrained name or directory, or a dict of ``MimiConfig`` fields (random weights).
     """
-    from .data.codecs import MimiCodec
-
     return MimiCodec(model, device=device)
-
-
-def check_codec(model: QinYuModel, codec) -> None:
-    """The codec must read the codes the model writes: same codebook count and size."""
-    if (codec.num_codebooks, codec.codebook_size) != (model.config.num_codebooks, model.config.codebook_size):
-        raise ValueError(
-            f"the codec {codec.name!r} takes {codec.num_codebooks} x {codec.codebook_size} codes but the model "
-            f"writes {model.config.num_codebooks} x {model.config.codebook_size} (net.num_codebooks / net.codebook_size)"
-        )
-
-
-def valid_codes(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, int]:
-    """Replace delay pads / out-of-range ids (a badly trained model can emit them mid-reply) by 0.
-
-    Returns the codes and how many were replaced, so the caller can say so.
-    """
-    bad = (codes < 0) | (codes >= codebook_size)
-    return codes.masked_fill(bad, 0), int(bad.sum())
-
-
-def write_wav(codes: torch.Tensor, codec, path: str) -> tuple[int, int]:
-    """Decode ``codes [C, frames]`` with ``codec`` and write a 16-bit WAV. Returns (samples, sample rate)."""
-    import soundfile as sf
-
-    codes, _ = valid_codes(codes, int(codec.codebook_size))
-    if codes.shape[1]:
-        wav = codec.decode(codes.numpy())
-    else:
-        wav = np.zeros(0, dtype=np.float32)
-    sf.write(path, wav, int(codec.sample_rate), subtype="PCM_16")
-    return len(wav), int(codec.sample_rate)

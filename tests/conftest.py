@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qinyu_lit.data.demo import make_demo_corpus
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
 from qinyu_lit.model.tiny import tiny_config
+from qinyu_lit.prep.demo import make_demo_corpus
 
 
 @pytest.fixture(scope="session")

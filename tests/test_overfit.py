@@ -12,13 +12,13 @@ import torch
 from transformers import MimiConfig, MimiModel
 
 from qinyu_lit.cli import main
-from qinyu_lit.data.codecs import TINY_MIMI
-from qinyu_lit.data.demo import DEMO_TASKS, demo_samples
 from qinyu_lit.data.stream import collate
-from qinyu_lit.data.writer import write_shard
 from qinyu_lit.inference import layout_for, reply_to
-from qinyu_lit.model.export import save_exported
 from qinyu_lit.model.qinyu import QinYuModel
+from qinyu_lit.model.weights import save_exported
+from qinyu_lit.prep.codecs import TINY_MIMI
+from qinyu_lit.prep.demo import DEMO_TASKS, demo_samples
+from qinyu_lit.prep.writer import write_shard
 from tests.conftest import make_tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")

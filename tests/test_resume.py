@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
-from qinyu_lit.resume import AtomicCheckpointIO
+from qinyu_lit.stages.resume import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILL, EVERY = 12, 6, 4
@@ -37,7 +37,7 @@ def _config(demo_dir: Path, run_dir: Path, kill: int | None) -> Path:
                 "save_top_k": -1,
             },
         },
-        {"class_path": "qinyu_lit.resume.SampleLedger", "init_args": {"path": str(run_dir / "ledger.jsonl")}},
+        {"class_path": "qinyu_lit.stages.resume.SampleLedger", "init_args": {"path": str(run_dir / "ledger.jsonl")}},
     ]
     if kill:
         callbacks.append({"class_path": "tests._resume_kill.KillAt", "init_args": {"step": kill}})
@@ -66,7 +66,7 @@ def _config(demo_dir: Path, run_dir: Path, kill: int | None) -> Path:
             },
         },
         "data": {
-            "class_path": "qinyu_lit.data.QinYuDataModule",
+            "class_path": "qinyu_lit.data.datamodule.QinYuDataModule",
             "init_args": {
                 "train": str(demo_dir / "train"),
                 "tokenizer": str(demo_dir / "tokenizer"),

@@ -212,7 +212,7 @@ class QinYuDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # fail at start, with the path in the message, rather than in a worker mid-epoch
-        from .build import check_index_codec
+        from .index import check_index_codec
 
         for split in ("train", "val"):
             if getattr(self.hparams, split):

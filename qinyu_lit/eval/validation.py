@@ -20,6 +20,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from ..data.schema import TASKS
+from ..data.stream import collate
+from ..model.generate import generate
+from ..prep.codecs import valid_codes
 from .metrics import GenerationMetrics, Reference, per_task_losses, split_batch
 
 TASK_METRICS = ("loss", "text_acc", "audio_acc")
@@ -93,8 +96,6 @@ class StageEvaluator(nn.Module):
             self.tasks[f"{task}_audio_acc"].update(out.codebook_correct.mean() / out.num_audio, weight=out.num_audio)
 
     def _generate(self, stage, sequences, split: str) -> None:
-        from ..data.stream import collate
-        from ..model.generate import generate
 
         model = stage.model
         for seq in sequences:
@@ -131,8 +132,6 @@ class StageEvaluator(nn.Module):
             step,
         )
         if self.codec is not None and gen.num_frames and hasattr(experiment, "add_audio"):
-            from ..inference import valid_codes
-
             codes, _ = valid_codes(gen.codes, int(self.codec.codebook_size))
             wav = torch.as_tensor(self.codec.decode(codes.numpy())).float().clamp(-1, 1)
             experiment.add_audio(tag, wav[None], step, sample_rate=int(self.codec.sample_rate))

@@ -23,37 +23,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.tokenizer import load_tokenizer, special_ids
+from .config import QinYuConfig
 from .encoders import build_audio_encoder, build_backbone, encoder_width, run_audio_encoder
-
-
-@dataclass
-class QinYuConfig:
-    """What to build. Strings are pretrained names or directories; dicts are configs of the same
-    classes with random weights (``model_type`` picks the class).
-
-    Args:
-        backbone: causal LM, e.g. ``Qwen/Qwen3-8B``, or a config dict ``{model_type: qwen3, ...}``.
-        tokenizer: tokenizer name or directory; must be the one the data module uses.
-        audio_encoder: speech encoder checkpoint or config dict; ``None`` for a text-input model.
-        audio_encoder_type: ``fun_asr_nano`` (SenseVoice SAN-M, 16.7 Hz) or ``whisper``.
-        num_codebooks: audio codebooks per frame (XY-Tokenizer and Mimi at 8).
-        codebook_size: codes per codebook (XY-Tokenizer 1024, Mimi 2048); pad id = codebook_size.
-        speaker_dim: speaker embedding size (CAM++: 192).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (GPU, packed via position ids).
-        dtype: weight dtype at load time (``bfloat16`` for large models), ``None`` keeps float32.
-        gradient_checkpointing: recompute backbone activations in backward (saves memory, ~30% slower).
-    """
-
-    backbone: str | dict = "Qwen/Qwen3-8B"
-    tokenizer: str = "Qwen/Qwen3-8B"
-    audio_encoder: str | dict | None = None
-    audio_encoder_type: str = "fun_asr_nano"
-    num_codebooks: int = 8
-    codebook_size: int = 1024
-    speaker_dim: int = 192
-    attn_implementation: str = "sdpa"
-    dtype: str | None = None
-    gradient_checkpointing: bool = False
+from .weights import load_exported, save_exported
 
 
 @dataclass
@@ -113,15 +85,11 @@ class QinYuModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str | None = None) -> QinYuModel:
-        """Load a directory written by ``save_pretrained`` / ``qinyu-lit export`` (see ``model/export.py``)."""
-        from .export import load_exported
-
-        return load_exported(path, dtype=dtype)
+        """Load a directory written by ``save_pretrained`` / ``qinyu-lit export`` (see ``model/weights.py``)."""
+        return load_exported(cls, path, dtype=dtype)
 
     def save_pretrained(self, path: str):
         """Backbone in Hugging Face format (any LoRA merged in), QinYu parts in safetensors, their config."""
-        from .export import save_exported
-
         return save_exported(self, path)
 
     def train(self, mode: bool = True):

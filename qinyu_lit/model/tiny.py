@@ -3,7 +3,7 @@ benchmarks and bug reports: a 2-layer model builds in well under a second on a C
 
 from __future__ import annotations
 
-from .qinyu import QinYuConfig
+from .config import QinYuConfig
 
 
 def tiny_backbone(hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 768) -> dict:

@@ -10,7 +10,7 @@ Data: speech in -> text out (ASR, speech QA), ~10% of the pretraining data;
 
 from __future__ import annotations
 
-from ..model.qinyu import QinYuConfig
+from ..model.config import QinYuConfig
 from .base import QinYuStage
 
 

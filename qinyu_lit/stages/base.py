@@ -18,7 +18,12 @@ from lightning.pytorch.utilities import grad_norm
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
-from ..model.qinyu import LossOutput, QinYuConfig, QinYuModel
+from ..eval.validation import StageEvaluator
+from ..model.config import QinYuConfig
+from ..model.qinyu import LossOutput, QinYuModel
+from ..prep.codecs import MimiCodec
+from .checkpoints import load_init
+from .resume import AtomicCheckpointIO
 
 
 def apply_trainable(model: torch.nn.Module, patterns: list[str]) -> dict[str, tuple[int, int]]:
@@ -96,8 +101,6 @@ class QinYuStage(L.LightningModule):
         self.max_nonfinite_steps = max_nonfinite_steps
         self._nonfinite_in_a_row = 0
         self._data_counts: dict[str, float] = {}  # cumulative per-source samples/tokens and data stats (this rank)
-        from ..eval.validation import StageEvaluator
-
         # validation / test metrics beyond the loss: per task, ASR WER/CER, speech pace (eval/validation.py)
         self.evaluators = torch.nn.ModuleDict(
             {s: StageEvaluator(val_generate, val_max_new_positions, val_per_task) for s in ("val", "test")}
@@ -113,9 +116,7 @@ class QinYuStage(L.LightningModule):
             return
         self.model = QinYuModel(self.net_config)
         if self.init_from:
-            from ..model.export import load_weights  # the chain: previous stage -> this one
-
-            load_weights(self.model, self.init_from)
+            load_init(self.model, self.init_from)  # the chain: previous stage -> this one
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
         print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
@@ -127,8 +128,6 @@ class QinYuStage(L.LightningModule):
         # a kill during a checkpoint write must leave the previous file usable (see resume.py);
         # FSDP/DeepSpeed and user-chosen writers are left alone
         from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-        from ..resume import AtomicCheckpointIO
 
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
@@ -212,9 +211,7 @@ class QinYuStage(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         evaluator = self.evaluators[self._eval_split]
         if self.val_codec is not None and evaluator.codec is None:
-            from ..inference import load_codec
-
-            evaluator.codec = load_codec(self.val_codec)  # not a module: stays out of checkpoints
+            evaluator.codec = MimiCodec(self.val_codec)  # not a module: stays out of checkpoints
         evaluator.start(sanity_check=self._trainer is not None and self.trainer.sanity_checking)
 
     def on_validation_epoch_end(self) -> None:

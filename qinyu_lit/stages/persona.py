@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from ..model.qinyu import QinYuConfig
+from ..model.config import QinYuConfig
 from .align import qinyu_token_ids
 from .base import QinYuStage
 

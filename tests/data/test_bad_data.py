@@ -15,9 +15,9 @@ import pytest
 import webdataset as wds
 
 from qinyu_lit.data.datamodule import QinYuDataModule
-from qinyu_lit.data.demo import demo_samples
 from qinyu_lit.data.schema import encode_sample
 from qinyu_lit.data.stream import DataError, DataWarning
+from qinyu_lit.prep.demo import demo_samples
 
 
 def _write(path: Path, raws: list[dict]) -> None:

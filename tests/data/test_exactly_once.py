@@ -17,8 +17,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from qinyu_lit.data.datamodule import QinYuDataModule
-from qinyu_lit.data.demo import demo_samples
-from qinyu_lit.data.writer import write_shard
+from qinyu_lit.prep.demo import demo_samples
+from qinyu_lit.prep.writer import write_shard
 
 SHARD_SIZES = (5, 3, 9, 1, 7)
 MODES = {"unpacked": dict(batch_size=2), "packed": dict(batch_size=1, pack_length=300, pack_window=6)}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from qinyu_lit.data.demo import demo_samples
 from qinyu_lit.data.stream import collate
 from qinyu_lit.eval.metrics import GenerationMetrics, Reference, normalize_text, per_task_losses, split_batch
 from qinyu_lit.inference import layout_for
+from qinyu_lit.prep.demo import demo_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

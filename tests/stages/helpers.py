@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from qinyu_lit.data import QinYuDataModule
+from qinyu_lit.data.datamodule import QinYuDataModule
 
 
 def demo_data(demo_dir, batch_size: int = 4, train=None) -> QinYuDataModule:

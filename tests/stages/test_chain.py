@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from qinyu_lit.cli import main
-from qinyu_lit.model.export import load_weights, stage_from_checkpoint
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.stages import PersonaStage, PretrainStage, SFTStage
+from qinyu_lit.stages.checkpoints import load_init, stage_from_checkpoint
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny"
 
@@ -91,14 +91,14 @@ def test_mismatched_sizes_fail_with_the_field_named(chain, field, value, message
     net = stage_from_checkpoint(chain["sft"]).net_config
     setattr(net, field, value)
     with pytest.raises(ValueError, match=f"{message} is .* there but {value}"):
-        load_weights(QinYuModel(net), chain["sft"])
+        load_init(QinYuModel(net), chain["sft"])
 
 
 def test_mismatched_vocabulary_fails_clearly(chain):
     net = stage_from_checkpoint(chain["sft"]).net_config
     net.backbone = dict(net.backbone, vocab_size=1024)
     with pytest.raises(ValueError, match="vocabulary size .* is 768 there but 1024"):
-        load_weights(QinYuModel(net), chain["sft"])
+        load_init(QinYuModel(net), chain["sft"])
 
 
 def test_persona_adapter_replies_in_character_from_the_cli(chain, tmp_path, capsys):

@@ -8,9 +8,10 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from qinyu_lit.cli import main
-from qinyu_lit.model.export import load_exported, save_exported, stage_from_checkpoint
 from qinyu_lit.model.qinyu import QinYuModel
+from qinyu_lit.model.weights import save_exported
 from qinyu_lit.stages import AlignStage, PersonaStage, SFTStage
+from qinyu_lit.stages.checkpoints import stage_from_checkpoint
 
 from .helpers import demo_data, fit_steps
 
@@ -56,7 +57,7 @@ def test_token_rows_delta_is_merged_on_export(tiny_net, demo_dir, batch, tmp_pat
     stage = AlignStage(tiny_net, train_token_rows=True)
     ckpt = trained(stage, demo_dir, tmp_path, "align")
     before = logits(stage_from_checkpoint(ckpt).model, batch)  # peft delta applied on the fly
-    exported = load_exported(save_exported(stage_from_checkpoint(ckpt).model, tmp_path / "out"))
+    exported = QinYuModel.from_pretrained(save_exported(stage_from_checkpoint(ckpt).model, tmp_path / "out"))
     assert not isinstance(exported.backbone, PeftModel)
     after = logits(exported, batch)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
@@ -90,4 +91,4 @@ def test_persona_adapter_loads_with_plain_peft_and_merges(tiny_net, demo_dir, ba
 
 def test_exported_dir_without_config_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="qinyu_config.json"):
-        load_exported(tmp_path)
+        QinYuModel.from_pretrained(tmp_path)

@@ -10,19 +10,14 @@ import soundfile
 import torch
 
 from qinyu_lit.data.schema import decode_sample
-from qinyu_lit.data.speakers import WavLMSpeakerEncoder
 from qinyu_lit.data.stream import expand_shards, iter_raw_samples
-from qinyu_lit.model.export import save_exported
 from qinyu_lit.model.qinyu import QinYuModel
-from qinyu_lit.persona import (
-    PersonaBank,
-    build_persona,
-    load_profile,
-    make_demo_persona,
-    persona_voice,
-    save_adapter,
-)
+from qinyu_lit.model.weights import save_exported
+from qinyu_lit.persona_bank import PersonaBank
+from qinyu_lit.prep.persona_data import build_persona, load_profile, make_demo_persona, persona_voice
+from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
 from qinyu_lit.stages import PersonaStage
+from qinyu_lit.stages.checkpoints import save_adapter
 
 from .helpers import demo_data, fit_steps
 
@@ -122,7 +117,7 @@ def test_two_personas_switch_on_one_base_without_changing_it(tiny_net, demo_dir,
 
 def test_recorded_replies_become_a_data_build_manifest(tmp_path):
     """Assistant recordings need the codec: the folder becomes a manifest that `qinyu-lit data build` accepts."""
-    from qinyu_lit.data.manifest import scan_manifest
+    from qinyu_lit.prep.manifest import scan_manifest
 
     src = make_demo_persona(tmp_path / "src", dialogues=3)
     docs = [json.loads(line) for line in (src / "dialogues.jsonl").read_text().splitlines()]

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import INDEX_FORMAT, build
-from .schema import Sample, SampleError, decode_sample
-from .stream import expand_shards, iter_raw_samples
+from ..data.index import INDEX_FORMAT
+from ..data.schema import Sample, SampleError, decode_sample
+from ..data.stream import expand_shards, iter_raw_samples
+from .build import build
 
 
 def inspect(
@@ -104,9 +105,9 @@ class _Layouts:
         self._tokenizer, self._cache = None, {}
 
     def get(self, sample: Sample):
-        from .features import FRONT_ENDS
-        from .layout import TokenLayout
-        from .tokenizer import load_tokenizer
+        from ..data.features import FRONT_ENDS
+        from ..data.layout import TokenLayout
+        from ..data.tokenizer import load_tokenizer
 
         shape = (sample.codec.num_codebooks, sample.codec.codebook_size)
         if shape not in self._cache:
@@ -173,7 +174,7 @@ def check_shards(path: str, tokenizer: str | None = None, max_errors: int = 20) 
     errors = 0
     tok = None
     if tokenizer:
-        from .tokenizer import load_tokenizer
+        from ..data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
     seen: dict[str, dict] = {}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qinyu_lit.data.build import build
-from qinyu_lit.data.inspect import check_shards
-from qinyu_lit.data.manifest import BadRowError, scan_manifest
-from tests.data.test_build import MIMI, write_tone
+from qinyu_lit.prep.build import build
+from qinyu_lit.prep.inspect import check_shards
+from qinyu_lit.prep.manifest import BadRowError, scan_manifest
+from tests.prep.test_build import MIMI, write_tone
 
 
 def _good(i: int, root) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .schema import ROLES, TASKS
+from ..data.schema import ROLES, TASKS
 from .speakers import load_embedding
 
 BAD_ROW_KINDS = (

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import resample
+from ..data.features import resample
 
 
 class WavLMSpeakerEncoder:

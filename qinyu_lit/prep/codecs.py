@@ -19,9 +19,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 
-from .schema import CodecInfo
+from ..data.schema import CodecInfo
 
 # MimiConfig fields of a small random codec for tests and CPU demos (~0.4M parameters).
 # Mimi's grouped upsampling conv needs upsample_groups == hidden_size.
@@ -151,5 +152,37 @@ def load_codec(codec_class: str, **kwargs) -> AudioCodec:
     except (ImportError, AttributeError, ValueError) as e:
         raise ValueError(f"--codec_class {codec_class!r} is not an importable class ({e})") from e
     if not (isinstance(cls, type) and issubclass(cls, AudioCodec)):
-        raise ValueError(f"--codec_class {codec_class!r} must subclass qinyu_lit.data.codecs.AudioCodec")
+        raise ValueError(f"--codec_class {codec_class!r} must subclass qinyu_lit.prep.codecs.AudioCodec")
     return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- codes -> speech
+
+
+def check_codec(model, codec) -> None:
+    """The codec must read the codes the model writes: same codebook count and size."""
+    if (codec.num_codebooks, codec.codebook_size) != (model.config.num_codebooks, model.config.codebook_size):
+        raise ValueError(
+            f"the codec {codec.name!r} takes {codec.num_codebooks} x {codec.codebook_size} codes but the model "
+            f"writes {model.config.num_codebooks} x {model.config.codebook_size} (net.num_codebooks / net.codebook_size)"
+        )
+
+
+def valid_codes(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, int]:
+    """Replace delay pads / out-of-range ids (a badly trained model can emit them mid-reply) by 0.
+
+    Returns the codes and how many were replaced, so the caller can say so.
+    """
+    bad = (codes < 0) | (codes >= codebook_size)
+    return codes.masked_fill(bad, 0), int(bad.sum())
+
+
+def write_wav(codes: torch.Tensor, codec, path: str) -> tuple[int, int]:
+    """Decode ``codes [C, frames]`` with ``codec`` and write a 16-bit WAV. Returns (samples, sample rate)."""
+    codes, _ = valid_codes(codes, int(codec.codebook_size))
+    if codes.shape[1]:
+        wav = codec.decode(codes.numpy())
+    else:
+        wav = np.zeros(0, dtype=np.float32)
+    sf.write(path, wav, int(codec.sample_rate), subtype="PCM_16")
+    return len(wav), int(codec.sample_rate)

@@ -35,13 +35,12 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from .features import resample
+from ..data.features import resample
+from ..data.index import INDEX_FORMAT
+from ..data.schema import SCHEMA_VERSION, Sample, Turn
 from .manifest import BAD_ROW_KINDS, BadRow, BadRowError, ManifestRow, scan_manifest
-from .schema import SCHEMA_VERSION, Sample, Turn
 from .speakers import load_embedding, voice_embedding
 from .writer import shard_name, write_shard
-
-INDEX_FORMAT = "qinyu-index/v1"
 
 
 @dataclass
@@ -102,7 +101,7 @@ def build(
     out: str,
     tokenizer: str = "Qwen/Qwen3-8B",
     codec: str | dict = "kyutai/mimi",
-    codec_class: str = "qinyu_lit.data.codecs.MimiCodec",
+    codec_class: str = "qinyu_lit.prep.codecs.MimiCodec",
     num_quantizers: int = 8,
     speaker_encoder: str | dict | None = None,
     user_speakers: bool = True,
@@ -332,8 +331,8 @@ class ShardBuilder:
     encoder and tokenizer are loaded once per process)."""
 
     def __init__(self, options: BuildOptions):
+        from ..data.tokenizer import load_tokenizer
         from .codecs import load_codec
-        from .tokenizer import load_tokenizer
 
         self.options = options
         self.codec = load_codec(
@@ -577,22 +576,6 @@ def _write_index(out_dir: Path, options: BuildOptions, entries: list[dict], skip
         "".join(json.dumps(b.to_dict(), ensure_ascii=False) + "\n" for b in skipped),
     )
     _atomic_write(out_dir / "index.json", json.dumps(index, indent=1, ensure_ascii=False))
-
-
-def check_index_codec(folder: str | Path, num_codebooks: int, codebook_size: int) -> None:
-    """Fail fast, before any worker starts, when a built shard set's codec (``index.json``)
-    does not match the model's; a folder without an index is left to the per-sample check."""
-    path = Path(folder) / "index.json"
-    if not path.is_file():
-        return
-    codec = json.loads(path.read_text()).get("codec") or {}
-    got = (codec.get("num_codebooks"), codec.get("codebook_size"))
-    if codec and got != (num_codebooks, codebook_size):
-        raise ValueError(
-            f"{folder}: shards hold {got[0]} x {got[1]} codes ({codec.get('name')}, {codec.get('frame_rate')} Hz) but "
-            f"the model expects {num_codebooks} x {codebook_size}: set --data.init_args.num_codebooks {got[0]} "
-            f"--data.init_args.codebook_size {got[1]}, or rebuild the shards with the model's codec"
-        )
 
 
 def _print_summary(r: BuildReport) -> None:

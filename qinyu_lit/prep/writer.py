@@ -14,7 +14,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from .schema import Sample, decode_sample, encode_sample
+from ..data.schema import Sample, decode_sample, encode_sample
 
 
 def shard_name(index: int, prefix: str = "shard") -> str:

@@ -1,4 +1,4 @@
-"""Custom characters: a folder of voice clips + a profile + dialogues -> shards -> LoRA -> a persona.
+"""Custom characters, the data side: a folder of voice clips + a profile + dialogues -> persona shards.
 
 A persona folder::
 
@@ -7,7 +7,7 @@ A persona folder::
                          temperament, vocal_style (optional: system_prompt, language)
       voice/             clips of the character's voice (.wav/.flac/.ogg); a same-named .npy next to a
                          clip is used as its speaker embedding, otherwise the clip is embedded with
-                         ``qinyu_lit.data.speakers.WavLMSpeakerEncoder`` (``speaker_model``)
+                         ``qinyu_lit.prep.speakers.WavLMSpeakerEncoder`` (``speaker_model``)
       dialogues.jsonl    one dialogue a line: {"key": "d001", "turns": [
                            {"role": "user", "text": "...", "audio": "clips/q1.wav"},        # audio optional
                            {"role": "assistant", "text": "...", "codes": "codes/a1.npy"}]}  # codes [C, T] int
@@ -16,7 +16,8 @@ A persona folder::
 ``build_persona`` (``qinyu-lit persona-data``) writes ``persona`` shards - system prompt from the profile,
 agent voice = mean embedding over the clips - and ``persona.json`` (the card: prompt + voice). Train with
 ``recipes/persona_lora.yaml`` (``PersonaStage``), then ``qinyu-lit export CKPT DIR --adapter_only true``
-writes a PEFT adapter directory. ``PersonaBank`` holds one base model and switches between many adapters.
+writes a PEFT adapter directory (``stages/checkpoints.py``); ``qinyu_lit.persona_bank.PersonaBank`` holds one
+base model and switches between many adapters.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
-from .data.writer import write_shards
+from ..data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
+from .writer import write_shards
 
 CARD_NAME = "persona.json"
-PARTS_NAME = "qinyu_parts.safetensors"
 
 
 @dataclass
@@ -89,7 +89,7 @@ def persona_voice(
     voice_dir: str | Path, speaker_model: str | dict | None = None, max_clips: int = 100
 ) -> np.ndarray:
     """The agent voice: mean speaker embedding over the character's clips (paper: ~100 samples)."""
-    from .data.speakers import load_embedding, voice_embedding
+    from .speakers import load_embedding, voice_embedding
 
     voice_dir = Path(voice_dir)
     clips = sorted(p for p in voice_dir.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
@@ -102,7 +102,7 @@ def persona_voice(
             embeddings.append(load_embedding(clip.with_suffix(".npy")))
             continue
         if encoder is None:
-            from .data.speakers import WavLMSpeakerEncoder
+            from .speakers import WavLMSpeakerEncoder
 
             encoder = WavLMSpeakerEncoder(speaker_model) if speaker_model else WavLMSpeakerEncoder()
         import soundfile
@@ -276,7 +276,7 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0
     """A deterministic persona folder built from the demo corpus rules (no downloads)."""
     import soundfile
 
-    from .data.demo import CHARACTERS, SAMPLE_RATE, WORDS, demo_codes, demo_speech, voice_embedding
+    from .demo import CHARACTERS, SAMPLE_RATE, WORDS, demo_codes, demo_speech, voice_embedding
 
     profiles = {
         "captain": ("Captain Mira", "a woman in her fifties from a harbour town", "captain of a small starship",
@@ -315,130 +315,3 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0
         lines.append(json.dumps({"key": f"{name}{d:04d}", "turns": turns}))
     (out / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
     return out
-
-
-# --------------------------------------------------------------------------- adapters
-
-
-def save_adapter(stage, out_dir: str | Path) -> Path:
-    """A persona stage -> a PEFT adapter directory (+ ``persona.json``, + trained QinYu parts if any).
-
-    ``peft.PeftModel.from_pretrained(backbone, out_dir)`` loads it on the exported base backbone.
-    """
-    from peft import PeftModel
-    from safetensors.torch import save_file
-
-    if not isinstance(stage.model.backbone, PeftModel):
-        raise ValueError(
-            f"{type(stage).__name__} has no LoRA adapter; --adapter_only is for PersonaStage checkpoints"
-        )
-    out = Path(out_dir)
-    stage.model.backbone.save_pretrained(out)
-    parts = {
-        n: p.detach().contiguous()
-        for n, p in stage.model.named_parameters()
-        if p.requires_grad and not n.startswith("backbone.")
-    }
-    if parts:
-        save_file(parts, out / PARTS_NAME, metadata={"format": "pt"})
-    if getattr(stage, "persona_card", None):
-        (out / CARD_NAME).write_text(json.dumps(stage.persona_card, indent=2) + "\n")
-    return out
-
-
-class PersonaBank:
-    """One base model, many personas: LoRA adapters loaded side by side and switched, never merged.
-
-    ``bank = PersonaBank(QinYuModel.from_pretrained("exports/sft"))``; ``bank.add("mira", "adapters/mira")``;
-    ``bank.reply("hello", persona="mira")``. The base weights are never changed; ``use(None)`` is the base.
-    """
-
-    def __init__(self, base):
-        self.model = base.eval()
-        self.cards: dict[str, dict] = {}
-        self._parts: dict[str, dict] = {}
-        self._base_parts: dict = {}
-        self.active: str | None = None
-
-    def add(self, name: str, adapter_dir: str | Path) -> dict:
-        from peft import PeftModel
-        from safetensors.torch import load_file
-
-        adapter_dir = Path(adapter_dir)
-        if isinstance(self.model.backbone, PeftModel):
-            self.model.backbone.load_adapter(str(adapter_dir), adapter_name=name)
-        else:
-            self.model.backbone = PeftModel.from_pretrained(
-                self.model.backbone, str(adapter_dir), adapter_name=name
-            )
-        parts = load_file(adapter_dir / PARTS_NAME) if (adapter_dir / PARTS_NAME).exists() else {}
-        state = self.model.state_dict()
-        for key in parts:  # keep the base's copy of every part some persona replaces
-            self._base_parts.setdefault(key, state[key].clone())
-        self._parts[name] = parts
-        card_path = adapter_dir / CARD_NAME
-        self.cards[name] = json.loads(card_path.read_text()) if card_path.exists() else {}
-        self.use(self.active)
-        return self.cards[name]
-
-    def use(self, name: str | None) -> None:
-        """Make ``name`` the active persona (``None``: the base model)."""
-        backbone = self.model.backbone
-        if name is not None and name not in self.cards:
-            raise KeyError(f"no persona {name!r}; added: {sorted(self.cards)}")
-        if hasattr(backbone, "base_model"):
-            if name is None:
-                backbone.base_model.disable_adapter_layers()
-            else:
-                backbone.base_model.enable_adapter_layers()
-                backbone.set_adapter(name)
-        parts = dict(self._base_parts)
-        parts.update(self._parts.get(name, {}) if name else {})
-        if parts:
-            self.model.load_state_dict(parts, strict=False)
-        self.model.eval()
-        self.active = name
-
-    def reply(self, text: str | None = None, persona: str | None = None, **kwargs):
-        """Generate as ``persona``: its system prompt and voice unless ``system`` / ``speaker`` are given."""
-        from .inference import reply_to
-
-        self.use(persona)
-        card = self.cards.get(persona, {}) if persona else {}
-        kwargs.setdefault("system", card.get("system_prompt", ""))
-        if card.get("voice") is not None:
-            kwargs.setdefault("speaker", np.asarray(card["voice"], dtype=np.float32))
-        return reply_to(self.model, text=text, **kwargs)
-
-
-def persona_reply_cmd(
-    base: str,
-    adapter: str,
-    text: str,
-    out: str | None = None,
-    max_new_positions: int = 512,
-    device: str = "cpu",
-) -> None:
-    """Reply in character: the base model + one persona adapter, its system prompt and its voice.
-
-    Args:
-        base: the base the persona was trained on: an exported directory or a checkpoint (SFT).
-        adapter: a persona adapter directory (``qinyu-lit export CKPT DIR --adapter_only true``).
-        text: the user's message.
-        out: write the generated codes ``[8, frames]`` to this ``.npy`` file.
-        max_new_positions: stop after this many generated positions.
-        device: ``cpu`` or ``cuda``.
-    """
-    from .inference import load_model
-
-    bank = PersonaBank(load_model(base, device=device))
-    name = Path(adapter).name
-    card = bank.add(name, adapter)
-    result = bank.reply(text, persona=name, max_new_positions=max_new_positions)
-    print(f"[{card.get('profile', {}).get('name', name)}] {result.text}")
-    print(
-        f"audio frames: {result.codes.shape[1]} x {result.codes.shape[0]} codebooks; finished={result.finished}"
-    )
-    if out:
-        np.save(out, result.codes.cpu().numpy(), allow_pickle=False)
-        print(f"codes written to {out}")

@@ -1,4 +1,4 @@
-"""Checkpoints in and out: rebuild a stage, export a model directory, load weights for the next stage.
+"""Model weights in and out without Lightning: exported directories and the stage-to-stage copy.
 
 An exported directory (``qinyu-lit export CKPT DIR``) holds
 
@@ -9,71 +9,26 @@ An exported directory (``qinyu-lit export CKPT DIR``) holds
                                   and heads, the (frozen) audio encoder
     DIR/qinyu_config.json         the ``QinYuConfig`` to rebuild them (paths relative to DIR)
 
-and loads back with ``QinYuModel.from_pretrained(DIR)`` (same as ``load_exported``). Nothing is
-unpickled on the way: checkpoints are read with ``weights_only=True``, weights are safetensors.
+and loads back with ``QinYuModel.from_pretrained(DIR)``. Nothing is unpickled on the way: weights are
+safetensors. Lightning checkpoints (``.ckpt``) are the stages' business: ``stages/checkpoints.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors.torch import load_file, save_file
 
-from .qinyu import QinYuConfig, QinYuModel
+from .config import QinYuConfig
+
+if TYPE_CHECKING:  # for annotations only: qinyu.py imports this module
+    from .qinyu import QinYuModel
 
 CONFIG_NAME = "qinyu_config.json"
 PARTS_NAME = "qinyu_parts.safetensors"
-DEFAULT_STAGE = "qinyu_lit.stages.base.QinYuStage"
-
-
-# --------------------------------------------------------------------------- Lightning checkpoints
-
-
-def _stage_class(class_path: str):
-    from ..stages.base import QinYuStage
-
-    # only this package's classes are imported by name: a checkpoint should not pick code to run
-    if not class_path.startswith("qinyu_lit."):
-        print(f"[qinyu-lit] checkpoint names stage {class_path!r}; rebuilding it as {DEFAULT_STAGE}")
-        class_path = DEFAULT_STAGE
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, QinYuStage)):
-        raise ValueError(f"{class_path} is not a QinYuStage")
-    return cls
-
-
-def _net_config(net) -> QinYuConfig:
-    return net if isinstance(net, QinYuConfig) else QinYuConfig(**dict(net))
-
-
-def stage_from_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """Rebuild the stage a Lightning checkpoint was written by (its class, LoRA included) and load it.
-
-    The optimizer and ``init_from`` of the run are not rebuilt: the weights come from the checkpoint.
-    """
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    hp = dict(ckpt.get("hyper_parameters") or {})
-    if "net" not in hp:
-        raise ValueError(f"{path}: not a qinyu-lit checkpoint (no hyper_parameters.net)")
-    cls = _stage_class(hp.get("_class_path", DEFAULT_STAGE))
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {
-        k: v
-        for k, v in hp.items()
-        if k in accepted and k not in ("self", "net", "optimizer", "init_from", "persona_card")
-    }
-    stage = cls(net=_net_config(hp["net"]), **kwargs)
-    stage.configure_model()
-    stage.load_state_dict(ckpt["state_dict"])
-    if "qinyu_persona" in ckpt:
-        stage.persona_card = ckpt["qinyu_persona"]
-    return stage.eval()
 
 
 def plain_model(model: QinYuModel) -> QinYuModel:
@@ -108,8 +63,8 @@ def save_exported(model: QinYuModel, out_dir: str | Path) -> Path:
     return out
 
 
-def load_exported(path: str | Path, dtype: str | None = None) -> QinYuModel:
-    """Rebuild a ``QinYuModel`` from an exported directory."""
+def load_exported(cls, path: str | Path, dtype: str | None = None):
+    """Rebuild a ``cls`` (``QinYuModel``) from an exported directory: ``QinYuModel.from_pretrained``."""
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not a directory written by `qinyu-lit export`")
@@ -117,7 +72,7 @@ def load_exported(path: str | Path, dtype: str | None = None) -> QinYuModel:
     config.update(backbone=str(path / config["backbone"]), tokenizer=str(path / config["tokenizer"]))
     if dtype is not None:
         config["dtype"] = dtype
-    model = QinYuModel(QinYuConfig(**config))
+    model = cls(QinYuConfig(**config))
     missing, unexpected = model.load_state_dict(load_file(path / PARTS_NAME), strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
@@ -139,19 +94,12 @@ def _sizes(config: QinYuConfig, state: dict, model: QinYuModel) -> dict:
     }
 
 
-def load_weights(model: QinYuModel, source: str | Path) -> None:
-    """Copy all weights of a previous stage (checkpoint file or exported directory) into ``model``.
+def copy_weights(model: QinYuModel, prev: QinYuModel, source: str | Path) -> None:
+    """Copy all weights of ``prev`` (a previous stage's model, read from ``source``) into ``model``.
 
     Raises a ``ValueError`` naming the size that differs (vocabulary, codebooks, speaker dim) and the
-    ``model.init_args.net`` field to change. Costs one extra copy of the model in CPU memory while loading.
+    ``model.init_args.net`` field to change.
     """
-    source = Path(source)
-    if source.is_dir():
-        prev = load_exported(source, dtype=model.config.dtype)
-    elif source.is_file():
-        prev = plain_model(stage_from_checkpoint(source).model)
-    else:
-        raise FileNotFoundError(f"init_from: {source} is neither a checkpoint file nor an exported directory")
     state = prev.state_dict()
     mine, theirs = _sizes(model.config, model.state_dict(), model), _sizes(prev.config, state, model)
     for what in mine:
@@ -170,28 +118,3 @@ def load_weights(model: QinYuModel, source: str | Path) -> None:
     if missing or unexpected:
         raise ValueError(f"init_from {source}: parameters missing {missing[:5]}, unexpected {unexpected[:5]}")
     print(f"[qinyu-lit] initialised {len(state)} tensors from {source}")
-
-
-# --------------------------------------------------------------------------- command
-
-
-def export_cmd(ckpt: str, out_dir: str, adapter_only: bool = False) -> None:
-    """Export a checkpoint: a directory that ``QinYuModel.from_pretrained`` loads (LoRA merged).
-
-    Args:
-        ckpt: a Lightning checkpoint written by ``qinyu-lit fit`` (any stage).
-        out_dir: the directory to write (backbone/, tokenizer/, qinyu_parts.safetensors, qinyu_config.json).
-        adapter_only: for a persona checkpoint, write only its PEFT adapter directory (plus the persona
-            card and any trained QinYu parts) instead of a merged full model.
-    """
-    stage = stage_from_checkpoint(ckpt)
-    if adapter_only:
-        from ..persona import save_adapter
-
-        path = save_adapter(stage, out_dir)
-        print(
-            f"persona adapter written to {path} (load it with peft.PeftModel.from_pretrained or qinyu_lit.persona.PersonaBank)"
-        )
-        return
-    path = save_exported(stage.model, out_dir)
-    print(f"exported to {path}: backbone/ (Hugging Face format), tokenizer/, {PARTS_NAME}, {CONFIG_NAME}")

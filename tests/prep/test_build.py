@@ -17,12 +17,12 @@ import soundfile as sf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qinyu_lit.cli import main
-from qinyu_lit.data.build import build
-from qinyu_lit.data.codecs import TINY_MIMI
-from qinyu_lit.data.inspect import check_shards
 from qinyu_lit.data.schema import decode_sample
-from qinyu_lit.data.speakers import WavLMSpeakerEncoder
 from qinyu_lit.data.stream import iter_raw_samples
+from qinyu_lit.prep.build import build
+from qinyu_lit.prep.codecs import TINY_MIMI
+from qinyu_lit.prep.inspect import check_shards
+from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
 
 TINY_SFT = str(Path(__file__).parents[2] / "recipes" / "tiny" / "sft.yaml")
 CODEBOOK_SIZE = 32  # not the tiny recipe's 64: the fit below must be told through an override

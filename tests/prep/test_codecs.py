@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qinyu_lit.data import QinYuDataModule
-from qinyu_lit.data.build import build, check_index_codec
-from qinyu_lit.data.codecs import TINY_MIMI, AudioCodec, MimiCodec, load_codec
+from qinyu_lit.data.datamodule import QinYuDataModule
+from qinyu_lit.data.index import check_index_codec
 from qinyu_lit.data.schema import CodecMismatch, decode_sample
 from qinyu_lit.data.stream import iter_raw_samples
-from tests.data.test_build import MIMI, write_tone
+from qinyu_lit.prep.build import build
+from qinyu_lit.prep.codecs import TINY_MIMI, AudioCodec, MimiCodec, load_codec
+from tests.prep.test_build import MIMI, write_tone
 
 
 class EnergyCodec(AudioCodec):
@@ -59,7 +60,7 @@ def test_codec_arguments_are_checked():
     with pytest.raises(ValueError, match=r"num_quantizers must lie in \[1, 8\]"):
         MimiCodec(TINY_MIMI, num_quantizers=9)
     with pytest.raises(ValueError, match="not an importable class"):
-        load_codec("qinyu_lit.data.codecs.NoSuchCodec")
+        load_codec("qinyu_lit.prep.codecs.NoSuchCodec")
     with pytest.raises(ValueError, match="must subclass"):
         load_codec("numpy.ndarray")
 
@@ -74,7 +75,7 @@ def test_plugged_in_codec_codes_reach_the_shard(tmp_path, demo_dir):
     (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
     report = build(
         manifest=str(tmp_path / "m.jsonl"), out=str(tmp_path / "out"), tokenizer=str(demo_dir / "tokenizer"),
-        codec_class="tests.data.test_codecs.EnergyCodec", num_quantizers=4, progress=False,
+        codec_class="tests.prep.test_codecs.EnergyCodec", num_quantizers=4, progress=False,
     )  # fmt: skip
     (sample,) = [decode_sample(raw) for raw in iter_raw_samples(report.shards)]
     wav, sr = sf.read(tmp_path / "a.wav", dtype="float32", always_2d=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .schema import CodecInfo, Sample, Turn
-from .tokenizer import train_demo_tokenizer
+from ..data.schema import CodecInfo, Sample, Turn
+from ..data.tokenizer import train_demo_tokenizer
 from .writer import write_shards
 
 WORDS = (
