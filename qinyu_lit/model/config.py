@@ -18,9 +18,13 @@ class QinYuConfig:
         num_codebooks: audio codebooks per frame (XY-Tokenizer and Mimi at 8).
         codebook_size: codes per codebook (XY-Tokenizer 1024, Mimi 2048); pad id = codebook_size.
         speaker_dim: speaker embedding size (CAM++: 192).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (GPU, packed via position ids).
+        attn_implementation: ``auto`` (``qinyu_varlen`` on CUDA - torch's varlen flash kernel, packed samples
+            kept apart, nothing to install - and ``sdpa`` on CPU), or ``qinyu_varlen``, ``sdpa``, ``eager``,
+            ``flash_attention_2`` / ``flash_attention_3`` (needs the flash-attn package).
         dtype: weight dtype at load time (``bfloat16`` for large models), ``None`` keeps float32.
         gradient_checkpointing: recompute backbone activations in backward (saves memory, ~30% slower).
+        compile_layers: ``torch.compile`` each decoder layer (fuses the norms, casts and activations; the
+            first steps pay the compilation). Off by default; GPU only in practice.
     """
 
     backbone: str | dict = "Qwen/Qwen3-8B"
@@ -30,6 +34,7 @@ class QinYuConfig:
     num_codebooks: int = 8
     codebook_size: int = 1024
     speaker_dim: int = 192
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"
     dtype: str | None = None
     gradient_checkpointing: bool = False
+    compile_layers: bool = False

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from .attention import resolve_attn_implementation  # also registers qinyu_varlen with transformers
+
 ENCODER_TYPES = ("fun_asr_nano", "whisper")
 
 
@@ -18,8 +20,12 @@ def _dtype(name: str | None):
     return getattr(torch, name) if name else None
 
 
-def build_backbone(spec: str | dict, attn_implementation: str = "sdpa", dtype: str | None = None) -> nn.Module:
-    """Any causal LM from ``transformers`` (paper: Qwen3-8B, Youtu-LLM-4B)."""
+def build_backbone(spec: str | dict, attn_implementation: str = "auto", dtype: str | None = None) -> nn.Module:
+    """Any causal LM from ``transformers`` (paper: Qwen3-8B, Youtu-LLM-4B).
+
+    ``attn_implementation="auto"``: ``qinyu_varlen`` on CUDA, ``sdpa`` on CPU (``model/attention.py``).
+    """
+    attn_implementation = resolve_attn_implementation(attn_implementation)
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=_dtype(dtype))
     spec = dict(spec)
