@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.tokenizer import load_tokenizer, special_ids
+from .attention import packed_attention_kwargs
 from .config import QinYuConfig
 from .encoders import build_audio_encoder, build_backbone, encoder_width, run_audio_encoder
 from .weights import load_exported, save_exported
@@ -36,8 +37,8 @@ class LossOutput:
     codebook_loss: torch.Tensor  # [C] mean CE of each codebook over audio positions
     codebook_correct: torch.Tensor  # [C] correct argmax count per codebook
     text_correct: torch.Tensor  # correct argmax count over text positions
-    num_text: int
-    num_audio: int
+    num_text: torch.Tensor  # text-target positions (a device tensor: reading it on the host is a sync)
+    num_audio: torch.Tensor  # audio-target positions
 
 
 class QinYuModel(nn.Module):
@@ -51,6 +52,9 @@ class QinYuModel(nn.Module):
             self.backbone.resize_token_embeddings(len(self.tokenizer))
         if config.gradient_checkpointing:
             self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.compile_layers:  # opt-in: fuses each layer's norms, casts and activations
+            for layer in self.backbone.get_decoder().layers:
+                layer.compile()
         hidden = self.backbone.config.get_text_config().hidden_size
         dtype = self.backbone.get_input_embeddings().weight.dtype
 
@@ -144,9 +148,10 @@ class QinYuModel(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def hidden_states(self, batch: dict, **kwargs) -> torch.Tensor:
-        out = self.backbone.get_decoder()(
-            inputs_embeds=self.embed_inputs(batch), position_ids=batch["position_ids"], use_cache=False, **kwargs
-        )
+        decoder = self.backbone.get_decoder()
+        # qinyu_varlen / flash attention: sample boundaries once per forward, for every layer
+        kwargs = {**packed_attention_kwargs(decoder.config, batch["position_ids"]), **kwargs}
+        out = decoder(inputs_embeds=self.embed_inputs(batch), position_ids=batch["position_ids"], use_cache=False, **kwargs)
         return out.last_hidden_state
 
     def head0_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -175,29 +180,24 @@ class QinYuModel(nn.Module):
         ce0 = F.cross_entropy(logits0, target0, reduction="none")
         correct0 = logits0.argmax(-1) == target0
 
-        num_cb = self.config.num_codebooks
-        per_position = ce0.clone()
-        cb_loss = torch.zeros(num_cb, device=h.device)
-        cb_correct = torch.zeros(num_cb, device=h.device)
-        num_audio = int(is_audio.sum())
-        if num_audio:
-            logits_rest = self.code_logits(h[is_audio]).float()  # [A, C-1, K]
-            targets_rest = next_codes[is_audio][:, 1:]
-            ce_rest = F.cross_entropy(logits_rest.transpose(1, 2), targets_rest, reduction="none")  # [A, C-1]
-            ce_all = torch.cat([ce0[is_audio][:, None], ce_rest], dim=1)  # [A, C]
-            per_position = per_position.masked_scatter(is_audio, ce_all.mean(1))
-            cb_loss = ce_all.mean(0).detach()
-            correct_rest = logits_rest.argmax(-1) == targets_rest
-            cb_correct = torch.cat([correct0[is_audio][:, None], correct_rest], 1).float().sum(0)
-        is_text = ~is_audio
-        zero = per_position.new_zeros(())
+        # the small codebook heads run on every supervised position and text positions are weighted
+        # out: cheaper than selecting the audio ones, which would read a count on the host each step
+        audio = is_audio.float()
+        num_audio, num_text = audio.sum(), (1 - audio).sum()
+        logits_rest = self.code_logits(h).float()  # [N, C-1, K]
+        targets_rest = torch.where(is_audio[:, None], next_codes[:, 1:], 0)
+        ce_rest = F.cross_entropy(logits_rest.transpose(1, 2), targets_rest, reduction="none")  # [N, C-1]
+        ce_all = torch.cat([ce0[:, None], ce_rest], dim=1)  # [N, C]
+        per_position = torch.where(is_audio, ce_all.mean(1), ce0)
+        correct_all = torch.cat([correct0[:, None], logits_rest.argmax(-1) == targets_rest], 1).float()
+        per_audio, per_text = audio / num_audio.clamp(min=1), (1 - audio) / num_text.clamp(min=1)
         return LossOutput(
             loss=per_position.mean() if len(per_position) else hidden.sum() * 0.0,
-            text_loss=per_position[is_text].mean().detach() if is_text.any() else zero,
-            audio_loss=per_position[is_audio].mean().detach() if num_audio else zero,
-            codebook_loss=cb_loss,
-            codebook_correct=cb_correct,
-            text_correct=correct0[is_text].float().sum(),
-            num_text=int(is_text.sum()),
+            text_loss=(per_position * per_text).sum().detach(),
+            audio_loss=(per_position * per_audio).sum().detach(),
+            codebook_loss=(ce_all * per_audio[:, None]).sum(0).detach(),
+            codebook_correct=(correct_all * audio[:, None]).sum(0),
+            text_correct=(correct0.float() * (1 - audio)).sum(),
+            num_text=num_text,
             num_audio=num_audio,
         )

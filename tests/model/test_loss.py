@@ -49,5 +49,6 @@ def test_loss_has_gradients_only_where_expected(tiny_net):
     out = model.loss(collate([[layout.build(sample)]], layout.ids.pad, 8))
     out.loss.backward()
     assert model.backbone.get_output_embeddings().weight.grad.abs().sum() > 0
-    assert model.code_heads[0].weight.grad is None  # no audio targets: the codebook heads get no gradient
+    # no audio targets: the codebook heads run (no host read of the count) but get an all-zero gradient
+    assert not model.code_heads[0].weight.grad.any()
     assert out.num_audio == 0 and out.audio_loss.item() == 0.0
