@@ -26,7 +26,8 @@ def test_tiny_sft_fit_writes_tensorboard_and_a_checkpoint(demo_dir, tmp_path):
     events = EventAccumulator(run)
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/text_loss", "train/audio_loss", "train/grad_norm", "train/tokens_per_s", "val/loss"}
+    expected = {"train/loss", "train/text_loss", "train/audio_loss", "train/grad_norm", "val/loss"}
+    expected |= {"train/device/items_per_sec", "train/device/flops_per_sec"}  # ThroughputMonitor (stages/throughput.py)
     expected |= {f"train_codebook/loss_{j}" for j in range(8)} | {f"val_codebook/acc_{j}" for j in range(8)}
     assert expected <= tags, expected - tags
     assert any(t.startswith("lr-AdamW") for t in tags)

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import time
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import grad_norm
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
+from ..model.flops import backbone_shape, matmul_parameters, packed_training_flops
 from ..model.qinyu import LossOutput, QinYuModel
 from ..prep.codecs import MimiCodec
 from .checkpoints import load_init
 from .resume import AtomicCheckpointIO
+from .throughput import PackedThroughputMonitor, real_tokens
 
 
 def apply_trainable(model: torch.nn.Module, patterns: list[str]) -> dict[str, tuple[int, int]]:
@@ -38,6 +39,24 @@ def apply_trainable(model: torch.nn.Module, patterns: list[str]) -> dict[str, tu
         counts = summary.setdefault(name.split(".")[0], [0, 0])
         counts[0 if train else 1] += param.numel()
     return {k: (v[0], v[1]) for k, v in summary.items()}
+
+
+def clip_grad_norm(strategy, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradients to ``max_norm`` (``inf``: measure only); returns the total norm before clipping.
+
+    FSDP: the root module's own ``clip_grad_norm_``, which reduces the norm over all shards (torch's
+    ``clip_grad_norm_`` on a shard would clip by the shard's norm; Lightning's FSDP precision refuses).
+    Otherwise torch's ``clip_grad_norm_`` over the optimizer's parameters, as Lightning does.
+    """
+    if isinstance(strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = strategy.model
+        if not isinstance(root, FullyShardedDataParallel):
+            raise TypeError(f"FSDP gradient clipping needs the root module wrapped in FullyShardedDataParallel, got {type(root).__name__}")
+        return root.clip_grad_norm_(max_norm)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
 
 def format_trainable(summary: dict[str, tuple[int, int]]) -> str:
@@ -71,6 +90,7 @@ class QinYuStage(L.LightningModule):
     """
 
     TRAINABLE: tuple[str, ...] = ()
+    flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch (stages/throughput.py)
 
     def __init__(
         self,
@@ -97,7 +117,6 @@ class QinYuStage(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{split}_{m}": MeanMetric() for split in ("val", "test") for m in ["text_acc"] + [f"cb{j}_acc" for j in range(n)]}
         )
-        self._last_batch_time: float | None = None
         self.max_nonfinite_steps = max_nonfinite_steps
         self._nonfinite_in_a_row = 0
         self._data_counts: dict[str, float] = {}  # cumulative per-source samples/tokens and data stats (this rank)
@@ -119,6 +138,7 @@ class QinYuStage(L.LightningModule):
             load_init(self.model, self.init_from)  # the chain: previous stage -> this one
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
+        self._flops_shape = (matmul_parameters(self.model), *backbone_shape(self.model.backbone))
         print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
 
     def adapt_model(self) -> None:
@@ -151,11 +171,22 @@ class QinYuStage(L.LightningModule):
         if self._skip_nonfinite(out.loss):
             return None  # Lightning skips backward and the optimizer step (all ranks agree, see above)
         self._log_step("train", out, batch)
-        now = time.perf_counter()
-        if self._last_batch_time is not None:
-            self.log("train/tokens_per_s", float(batch["num_tokens"]) / (now - self._last_batch_time))
-        self._last_batch_time = now
+        self.flops_per_batch = self._batch_flops(batch)
         return out.loss
+
+    def _batch_flops(self, batch: dict) -> int:
+        """6N + attention within samples (model/flops.py), from host-side lengths."""
+        lengths = [n for row in batch["lengths"] for n in row] if "lengths" in batch else [batch["input_ids"].shape[1]] * batch["input_ids"].shape[0]
+        return packed_training_flops(self._flops_shape[0], lengths, *self._flops_shape[1:])
+
+    def configure_callbacks(self):
+        # tokens/s, FLOP/s and MFU from Lightning's monitor (replaces one given in the recipe)
+        return [PackedThroughputMonitor()]
+
+    @property
+    def _logging_step(self) -> bool:
+        """This step's values reach the logger (Lightning's own test, so nothing is read for nothing)."""
+        return self.trainer._logger_connector.should_update_logs
 
     def _skip_nonfinite(self, loss: torch.Tensor) -> bool:
         """NaN/inf loss: skip the step and count it; stop after ``max_nonfinite_steps`` in a row.
@@ -189,8 +220,9 @@ class QinYuStage(L.LightningModule):
                 c[f"tokens/{name}"] = c.get(f"tokens/{name}", 0) + int(n)
         for k, v in batch.get("data_stats", {}).items():
             c[k] = c.get(k, 0) + int(v)
-        self._step_tokens += int(batch["num_tokens"])
-        fill = float(batch["num_tokens"]) / batch["input_ids"].numel()
+        tokens = real_tokens(batch)  # host-side lengths: no device read
+        self._step_tokens += tokens
+        fill = tokens / batch["input_ids"].numel()
         self.log("data/pack_fill", fill, on_step=True, on_epoch=False)
         if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # cumulative: nothing lost between logs
             for k, v in c.items():
@@ -200,6 +232,7 @@ class QinYuStage(L.LightningModule):
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_step(self._eval_split, out, batch)
         self.evaluators[self._eval_split].step(self, batch, self._eval_split)
+        self.flops_per_batch = self._batch_flops(batch) // 3  # forward only
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -224,6 +257,8 @@ class QinYuStage(L.LightningModule):
         self.on_validation_epoch_end()
 
     def _log_step(self, split: str, out: LossOutput, batch: dict) -> None:
+        if split == "train" and not self._logging_step:
+            return  # the counts below are device tensors: read them only on steps that are logged
         size = int(batch["input_ids"].shape[0])
         values = {f"{split}/loss": out.loss.detach()}
         accuracy = {}  # name -> (metric key, correct, count)
@@ -251,11 +286,19 @@ class QinYuStage(L.LightningModule):
         # real (non-padding) tokens behind this optimizer step, all ranks assuming equal shares
         self.log("train/tokens_per_optimizer_step", float(self._step_tokens * self.trainer.world_size))
         self._step_tokens = 0
-        # grad_norm computes a norm per parameter tensor: only on steps that are logged
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = grad_norm(self.model, norm_type=2)
-            if "grad_2.0_norm_total" in norms:
-                self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``trainer.gradient_clip_val`` by norm under every strategy, FSDP included (``clip_grad_norm``),
+        and ``train/grad_norm``: the total norm before clipping, over all shards, on logged steps."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy) or (gradient_clip_algorithm or "norm") != "norm":
+            # DeepSpeed clips inside its engine; clipping by value: Lightning's own path
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        logged = self._logging_step
+        if gradient_clip_val or logged:
+            norm = clip_grad_norm(strategy, optimizer, gradient_clip_val or float("inf"))
+            if logged:
+                self.log("train/grad_norm", norm)
 
     # ------------------------------------------------------------------ optimization
 
