@@ -38,9 +38,13 @@ def dense_bf16_peak(device_name: str) -> float | None:
 
 
 def matmul_parameters(model: nn.Module) -> int:
-    """Parameters a token meets in a matmul: all of them except embedding tables (a lookup) and the
-    frozen audio encoder (runs on audio frames, forward only)."""
+    """Parameters a token meets in a matmul: all of them except embedding tables (a lookup; a table
+    tied to the LM head counts once) and the frozen audio encoder (audio frames, forward only)."""
     skip = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    backbone = getattr(model, "backbone", None)
+    head = backbone.get_output_embeddings() if backbone is not None else None
+    if head is not None:  # tied to the input table (Qwen3-1.7B) it is still the LM head's matmul
+        skip.discard(id(head.weight))
     encoder = getattr(model, "audio_encoder", None)
     if encoder is not None:
         skip |= {id(p) for p in encoder.parameters()}

@@ -53,7 +53,9 @@ def clip_grad_norm(strategy, optimizer: torch.optim.Optimizer, max_norm: float) 
 
         root = strategy.model
         if not isinstance(root, FullyShardedDataParallel):
-            raise TypeError(f"FSDP gradient clipping needs the root module wrapped in FullyShardedDataParallel, got {type(root).__name__}")
+            raise TypeError(
+                f"FSDP gradient clipping needs the root module wrapped in FullyShardedDataParallel, got {type(root).__name__}"
+            )
         return root.clip_grad_norm_(max_norm)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
@@ -91,6 +93,7 @@ class QinYuStage(L.LightningModule):
 
     TRAINABLE: tuple[str, ...] = ()
     flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch (stages/throughput.py)
+    _flops_shape: tuple[int, int, int] | None = None  # (matmul parameters, layers, attention width)
 
     def __init__(
         self,
@@ -138,7 +141,7 @@ class QinYuStage(L.LightningModule):
             load_init(self.model, self.init_from)  # the chain: previous stage -> this one
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
-        self._flops_shape = (matmul_parameters(self.model), *backbone_shape(self.model.backbone))
+        self._count_flops_shape()  # before FSDP wraps (and flattens) the parameters
         print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
 
     def adapt_model(self) -> None:
@@ -174,9 +177,15 @@ class QinYuStage(L.LightningModule):
         self.flops_per_batch = self._batch_flops(batch)
         return out.loss
 
+    def _count_flops_shape(self) -> None:
+        self._flops_shape = (matmul_parameters(self.model), *backbone_shape(self.model.backbone))
+
     def _batch_flops(self, batch: dict) -> int:
         """6N + attention within samples (model/flops.py), from host-side lengths."""
-        lengths = [n for row in batch["lengths"] for n in row] if "lengths" in batch else [batch["input_ids"].shape[1]] * batch["input_ids"].shape[0]
+        if self._flops_shape is None:  # a model set before configure_model
+            self._count_flops_shape()
+        rows, width = batch["input_ids"].shape
+        lengths = [n for row in batch["lengths"] for n in row] if "lengths" in batch else [width] * rows
         return packed_training_flops(self._flops_shape[0], lengths, *self._flops_shape[1:])
 
     def configure_callbacks(self):

@@ -37,7 +37,7 @@ def _only(batch: dict, start: int, end: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "qinyu_varlen"])  # qinyu_varlen: its CPU reference kernel
 def test_packed_equals_alone(tiny_net, sequences, attn):
     layout, seqs = sequences
     torch.manual_seed(0)
