@@ -33,7 +33,10 @@ try:  # torch >= 2.10
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # older torch: the per-sample sdpa reference below still gives the right result
     varlen_attn = None
-_VARLEN_GQA = varlen_attn is not None and "enable_gqa" in inspect.signature(varlen_attn).parameters
+_VARLEN_ARGS = set(inspect.signature(varlen_attn).parameters) if varlen_attn is not None else set()
+_VARLEN_GQA = "enable_gqa" in _VARLEN_ARGS
+# causal: window_size=(-1, 0) where the kernel takes a window, else the is_causal flag of earlier releases
+_CAUSAL = {"window_size": (-1, 0)} if "window_size" in _VARLEN_ARGS else {"is_causal": True}
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -119,7 +122,7 @@ def varlen_packed(q, k, v, cu_seqlens: torch.Tensor, max_len: int, scale: float 
     if gqa and not _VARLEN_GQA:
         k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
     extra = {"enable_gqa": True} if gqa and _VARLEN_GQA else {}
-    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scale, window_size=(-1, 0), **extra)
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scale, **_CAUSAL, **extra)
 
 
 def qinyu_varlen_attention(
