@@ -228,6 +228,12 @@ def _entry(name: str) -> tuple[object, str]:
     return entry, doc.splitlines()[0] if doc else ""
 
 
+def command_args(name: str, rest: list[str]) -> list[str]:
+    """The arguments jsonargparse gets: ``demo-data data/demo`` = ``demo-data --out_dir data/demo``."""
+    flag = OPTIONAL_POSITIONAL.get(name)
+    return [flag, *rest] if flag and rest and not rest[0].startswith("-") else rest
+
+
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [f"  {name:<{width}}  {_entry(name)[1]}" for name in COMMANDS]
@@ -244,11 +250,7 @@ def _run(args: list[str], from_terminal: bool) -> None:
         return
     name = args[0]
     if name in COMMANDS and name not in LIGHTNING_COMMANDS:
-        rest = args[1:]
-        flag = OPTIONAL_POSITIONAL.get(name)
-        if flag and rest and not rest[0].startswith("-"):  # `demo-data data/demo` = `demo-data --out_dir data/demo`
-            rest = [flag, *rest]
-        CLI(_entry(name)[0], args=rest, prog=f"qinyu-lit {name}")
+        CLI(_entry(name)[0], args=command_args(name, args[1:]), prog=f"qinyu-lit {name}")
         return
     if name.startswith("-") or name in LIGHTNING_COMMANDS:  # LightningCLI also takes --config before the subcommand
         # from a terminal LightningCLI reads sys.argv itself (and warns if it is also given args)
