@@ -1,15 +1,18 @@
-"""The ``qinyu-lit`` command.
+"""The ``qinyu-lit`` command (``qinyu-lit --help`` lists every command from ``COMMANDS``).
 
 * ``qinyu-lit fit|validate|test|predict --config recipes/sft.yaml`` - LightningCLI: model and
   data chosen by ``class_path``, every argument overridable (``--trainer.max_steps 20``),
   ``--print_config`` shows the resolved recipe.
-* ``qinyu-lit demo-data DIR`` - write the deterministic demo corpus and its tokenizer.
+* ``qinyu-lit demo-data [--out_dir] DIR`` - write the deterministic demo corpus and its tokenizer.
 * ``qinyu-lit generate CKPT_OR_EXPORT --text|--audio ...`` - an interleaved reply: text, codes, WAV (with a codec).
 * ``qinyu-lit data build|inspect|validate`` - shards from audio manifests, and checks of them.
 * ``qinyu-lit export CKPT DIR`` - a directory ``QinYuModel.from_pretrained`` loads (LoRA merged);
   ``--adapter_only true`` writes a persona's PEFT adapter instead.
 * ``qinyu-lit demo-persona DIR`` / ``persona-data DIR OUT`` - persona shards; ``persona-reply BASE ADAPTER
   TEXT`` - a reply in character (docs/stages.md).
+
+User errors print one ``qinyu-lit: error: ...`` line and exit 2 (``main``); ``--debug`` or
+``QINYU_LIT_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -293,7 +296,8 @@ def user_error_message(e: BaseException, args: list[str]) -> str | None:
     if isinstance(e, FileNotFoundError) and "shard" in line and args and args[0] in LIGHTNING_COMMANDS:
         line += "; `qinyu-lit demo-data data/demo` writes the demo corpus the tiny recipes read"
     elif "huggingface.co" in text or "couldn't connect" in text:
-        line += " (offline? pass a local folder, or set HF_HUB_OFFLINE=1 to fail at once; docs/data.md, Offline)"
+        fast = "" if os.environ.get("HF_HUB_OFFLINE") else ", or set HF_HUB_OFFLINE=1 to fail at once"
+        line += f" (offline? pass local folders{fast}; docs/data.md, Offline)"
     return line
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,21 @@ def test_missing_or_empty_data_is_one_line_with_the_demo_hint(tmp_path, demo_dir
     assert f"no shards found for '{tmp_path / 'empty'}'" in line and "`qinyu-lit demo-data" in line
 
 
+def test_a_failed_data_build_is_one_line_and_leaves_nothing_to_block_a_retry(tmp_path, demo_dir, capsys, monkeypatch):
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text(json.dumps({"task": "text", "turns": [{"role": "user", "text": "hi"},
+                                                              {"role": "assistant", "text": "yo"}]}) + "\n")  # fmt: skip
+    build = ["data", "build", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--progress", "false"]
+    line = _error(capsys, *build, "--codec", str(tmp_path / "no-codec"), "--tokenizer", str(demo_dir / "tokenizer"))
+    assert "no-codec" in line and not (tmp_path / "out").exists()
+    main([*build, "--codec", "tiny-mimi", "--tokenizer", str(demo_dir / "tokenizer")])  # other options: accepted
+    assert "1 samples" in capsys.readouterr().out and (tmp_path / "out" / "shard-000000.tar").is_file()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the index's tokenizer path resolves from here too
+    main(["data", "inspect", str(tmp_path / "out" / "shard-000000.tar")])
+    assert "layout: " in (out := capsys.readouterr().out) and " positions, " in out and "not loadable" not in out
+
+
 def test_speaker_and_codec_mismatches_are_found_at_start_from_index_json(tmp_path, demo_dir, capsys):
     train = tmp_path / "train"
     shutil.copytree(demo_dir / "train", train)
@@ -87,7 +103,7 @@ def test_config_typo_in_a_fit_is_one_line(demo_dir, capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_dir):
-    """A one-step tiny SFT run started from its own folder with relative data and tokenizer paths."""
+    """A two-step tiny SFT run started from its own folder with relative data and tokenizer paths."""
     import os
 
     run = tmp_path_factory.mktemp("run")
@@ -95,12 +111,27 @@ def trained(tmp_path_factory, demo_dir):
     before = os.getcwd()
     os.chdir(run)
     try:
-        main(["fit", "--config", TINY_SFT, "--data.init_args.train", "data/train", "--data.init_args.val", "null",
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            main(["fit", "--config", TINY_SFT, "--data.init_args.train", "data/train", "--data.init_args.val", "null",
               "--data.init_args.tokenizer", "data/tokenizer", "--data.init_args.num_workers", "0",
-              "--trainer.max_steps", "1", "--trainer.logger.init_args.save_dir", "runs"])  # fmt: skip
+              "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1",
+              "--trainer.logger.init_args.save_dir", "runs"])  # fmt: skip
     finally:
         os.chdir(before)
+    # the frozen encoder is in eval mode on purpose: Lightning's warning about it is silenced
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
     return next(run.glob("runs/tiny_sft/version_*/checkpoints/last.ckpt"))
+
+
+def test_log_tags_name_sources_not_paths(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained.parents[1]))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"data/samples/train", "data/tokens/train"} <= tags  # the source `data/train` is named `train`
+    assert not [t for t in tags if t.startswith("data/samples/") and "/" in t[len("data/samples/") :]]
 
 
 def test_export_and_generate_work_from_another_directory(trained, tmp_path, monkeypatch, capsys):

@@ -17,7 +17,8 @@ User audio is kept as a waveform (the encoder reads it while training); assistan
 turned into codec codes. The last turn must be the assistant's and every assistant turn
 needs text (the model speaks its text, interleaved with the codes).
 
-``scan_manifest`` runs every check that needs no decoding (JSON, fields, duplicate keys,
+``scan_manifest`` runs every check that needs no decoding (JSON, fields - an unknown one is a
+typo and makes the row bad, with the nearest valid name -, duplicate keys,
 empty text, files present, headers readable, durations, embeddings) and reports each bad
 row as a ``BadRow`` with its line number and reason. Decoding problems are found later,
 while building, and reported the same way.
