@@ -171,3 +171,11 @@ def test_demo_persona_says_what_it_wrote(tmp_path, capsys):
     main(["demo-persona", str(tmp_path / "captain"), "--dialogues", "2"])
     out = capsys.readouterr().out
     assert f"demo persona 'captain' written to {tmp_path / 'captain'}" in out and "qinyu-lit persona-data" in out
+
+
+def test_unnamed_sources_get_the_shortest_distinguishing_path_tail():
+    from qinyu_lit.data.datamodule import named_sources
+
+    names = [s.name for s in named_sources(["/x/asr/train", "/x/chat/train", "/y/songs/shard-{000..009}.tar"])]
+    assert names == ["asr-train", "chat-train", "y-songs"]
+    assert [s.name for s in named_sources([{"path": "/x/asr/train", "name": "asr"}, "/x/chat/train"])] == ["asr", "train"]
