@@ -30,9 +30,10 @@ def _error(capsys, *args: str) -> str:
 
 
 def _fit_args(train: str, tokenizer: str, *extra: str) -> list[str]:
+    root = str(Path(train).parent / "fit_root")  # LightningCLI writes config.yaml there, not into the cwd
     return ["fit", "--config", TINY_SFT, "--data.init_args.train", train, "--data.init_args.val", "null",
             "--data.init_args.tokenizer", tokenizer, "--data.init_args.num_workers", "0",
-            "--trainer.logger", "false", *extra]  # fmt: skip
+            "--trainer.logger", "false", "--trainer.default_root_dir", root, *extra]  # fmt: skip
 
 
 def test_help_lists_every_command_with_one_line(capsys):
