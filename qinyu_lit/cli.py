@@ -295,7 +295,7 @@ def user_error_message(e: BaseException, args: list[str]) -> str | None:
     line = _first_line(text) or type(e).__name__
     if isinstance(e, FileNotFoundError) and "shard" in line and args and args[0] in LIGHTNING_COMMANDS:
         line += "; `qinyu-lit demo-data data/demo` writes the demo corpus the tiny recipes read"
-    elif "huggingface.co" in text or "couldn't connect" in text:
+    elif ("huggingface.co" in text or "couldn't connect" in text) and "offline" not in line:
         fast = "" if os.environ.get("HF_HUB_OFFLINE") else ", or set HF_HUB_OFFLINE=1 to fail at once"
         line += f" (offline? pass local folders{fast}; docs/data.md, Offline)"
     return line

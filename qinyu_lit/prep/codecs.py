@@ -118,7 +118,12 @@ class MimiCodec(AudioCodec):
                 self.model = MimiModel(config)
                 _random_codebooks(self.model)
         else:
-            self.model = MimiModel.from_pretrained(model)
+            try:
+                self.model = MimiModel.from_pretrained(model)
+            except OSError as e:  # not on disk and no Hub: say which codec, and the offline one
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise OSError(f"--codec {model!r} cannot be loaded ({first}); offline, use --codec tiny-mimi "
+                              "or a local folder") from e  # fmt: skip
             config = self.model.config
             default_name = str(model)
         if not 1 <= num_quantizers <= config.num_quantizers:
