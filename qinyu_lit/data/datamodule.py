@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,8 +19,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from .features import FRONT_ENDS
+from .index import absolute_if_local
 from .layout import TokenLayout
-from .mixture import Catalog, parse_sources
+from .mixture import Catalog, Source, parse_sources
 from .packing import OVERLONG_POLICIES
 from .stream import ShardStream
 from .tokenizer import load_tokenizer
@@ -41,6 +43,23 @@ def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def named_sources(spec) -> list[Source]:
+    """``parse_sources`` with a short name for every unnamed source: the shortest tail of its path
+    (``data/demo/train`` -> ``train``; ``asr/train`` + ``chat/train`` -> ``asr-train``, ``chat-train``)
+    that tells the sources apart, so log tags read ``data/samples/train``, not a file path."""
+    sources = parse_sources(spec)
+    # path components without glob / brace parts: data/asr/shard-{000..009}.tar -> [data, asr]
+    tails = [[p for p in Path(s.path).parts if p not in ("/", ".") and not set(p) & set("*?[{")] or [s.path]
+             for s in sources]  # fmt: skip
+    names = [s.name for s in sources]
+    for k in range(1, max((len(t) for t in tails), default=1) + 1):
+        guess = [s.name or "-".join(t[-k:]) for s, t in zip(sources, tails, strict=True)]
+        if len(set(guess)) == len(guess):
+            names = guess
+            break
+    return [Source(s.path, s.weight, n or s.path) for s, n in zip(sources, names, strict=True)]
 
 
 class StreamLoader:
@@ -178,6 +197,7 @@ class QinYuDataModule(L.LightningDataModule):
             raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
         if tokens_per_step and not pack_length:
             raise ValueError("data.tokens_per_step needs data.pack_length (tokens per micro-batch row)")
+        tokenizer = absolute_if_local(tokenizer)  # saved in the checkpoint: must resolve from any directory
         self.save_hyperparameters()
         self._layout: TokenLayout | None = None
         self._catalogs: dict[str, Catalog] = {}
@@ -207,7 +227,7 @@ class QinYuDataModule(L.LightningDataModule):
     def catalog(self, split: str) -> Catalog:
         """Shards and sample counts of ``train`` or ``val`` (read once; fails on missing or empty sources)."""
         if split not in self._catalogs:
-            self._catalogs[split] = Catalog.build(parse_sources(getattr(self.hparams, split)))
+            self._catalogs[split] = Catalog.build(named_sources(getattr(self.hparams, split)))
         return self._catalogs[split]
 
     def prepare_data(self) -> None:
@@ -221,8 +241,23 @@ class QinYuDataModule(L.LightningDataModule):
                     if os.path.isdir(src.path):
                         check_index_codec(src.path, self.hparams.num_codebooks, self.hparams.codebook_size)
 
+    def _check_speakers(self) -> None:
+        """A built set's ``speaker_dims`` against the model's ``speaker_dim``, before the first batch."""
+        from .index import check_index_speakers
+
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        speaker_dim = getattr(getattr(module, "net_config", None), "speaker_dim", None)
+        if speaker_dim is None:
+            return
+        for split in ("train", "val"):
+            if getattr(self.hparams, split):
+                for src in self.catalog(split).sources:
+                    if os.path.isdir(src.path):
+                        check_index_speakers(src.path, speaker_dim)
+
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self._check_speakers()
         if stage == "fit" and hp.tokens_per_step and self.trainer is not None:
             world = self.trainer.world_size
             per_micro = hp.pack_length * hp.batch_size * world

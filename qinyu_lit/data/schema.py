@@ -110,7 +110,7 @@ def decode_sample(raw: dict, shard: str | None = None) -> Sample:
         if not isinstance(name, str) or not name:
             fail(field_name, f"expected a member name, got {name!r}")
         if name not in raw:
-            fail(field_name, f"member {key}.{name} is missing from the shard")
+            fail(field_name, f"member {key}.{name} is missing from the shard (a sample's members must be adjacent)")
         return raw[name]
 
     def embedding(field_name: str, name) -> np.ndarray:

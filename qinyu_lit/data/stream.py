@@ -39,8 +39,22 @@ from .schema import CodecMismatch, SampleError, decode_sample
 def iter_raw_samples(shards: list[str]) -> Iterator[dict]:
     """Raw WebDataset samples (member suffix -> bytes, plus ``__key__`` and ``__url__``)."""
     for shard in shards:
+        seen: set[str] = set()
         with open(shard, "rb") as stream:
-            yield from group_by_keys(tar_file_expander([{"url": shard, "stream": stream}]))
+            for raw in group_by_keys(tar_file_expander([{"url": shard, "stream": stream}])):
+                _check_adjacent(raw["__key__"], seen, shard)
+                yield raw
+
+
+def _check_adjacent(key: str, seen: set[str], shard: str) -> None:
+    # tar shards are read front to back, one sample = one run of members with the same key
+    if key in seen:
+        raise tarfile.ReadError(
+            f"{shard}: members of sample {key!r} are not adjacent (another sample's members lie between them); "
+            "the members of one sample must be consecutive in the tar (data_cards/SCHEMA.md) - rewrite the shard "
+            "with write_shard or `tar --sort=name`"
+        )
+    seen.add(key)
 
 
 def worker_slot() -> tuple[int, int]:
@@ -123,6 +137,7 @@ class _ShardCursor:
         self.next_offset = 0  # offset of the sample the next call returns
         self.last_key = "<start of shard>"
         self.reading_key: str | None = None  # the sample being read (known from its first header)
+        self._keys: set[str] = set()  # keys read so far: a key seen again breaks the adjacency rule
         self._pending: tarfile.TarInfo | None = None
 
     def _member(self) -> tarfile.TarInfo | None:
@@ -143,6 +158,7 @@ class _ShardCursor:
         if split is None:
             raise tarfile.ReadError(f"member {first.name!r} has no <key>.<suffix> name")
         key = self.reading_key = split[0]
+        _check_adjacent(key, self._keys, self.path)
         raw = {"__key__": key, "__url__": self.path}
         m: tarfile.TarInfo | None = first
         while m is not None:

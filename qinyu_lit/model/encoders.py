@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
+
+from ..data.errors import QinYuError, check_config_dict
 
 from .attention import resolve_attn_implementation  # also registers qinyu_varlen with transformers
 
@@ -29,7 +31,12 @@ def build_backbone(spec: str | dict, attn_implementation: str = "auto", dtype: s
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=_dtype(dtype))
     spec = dict(spec)
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    model_type = spec.pop("model_type", None)
+    if model_type not in CONFIG_MAPPING:
+        raise QinYuError(f"net.backbone: model_type must name a transformers model (e.g. 'qwen3'), got {model_type!r}")
+    # a PretrainedConfig keeps unknown keys silently: a typo would leave the default width
+    check_config_dict(CONFIG_MAPPING[model_type], spec, "net.backbone")
+    config = AutoConfig.for_model(model_type, **spec)
     config._attn_implementation = attn_implementation
     model = AutoModelForCausalLM.from_config(config)
     return model.to(_dtype(dtype)) if dtype else model
@@ -52,6 +59,7 @@ def build_audio_encoder(spec: str | dict, kind: str = "fun_asr_nano", dtype: str
         from transformers import WhisperConfig as config_cls
         from transformers.models.whisper.modeling_whisper import WhisperEncoder as Encoder
     if isinstance(spec, dict):
+        check_config_dict(config_cls, spec, "net.audio_encoder")
         return Encoder(config_cls(**spec))
     full = AutoConfig.from_pretrained(spec)
     if isinstance(full, config_cls) and full.model_type != "whisper":

@@ -36,7 +36,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..data.features import resample
-from ..data.index import INDEX_FORMAT
+from ..data.index import INDEX_FORMAT, path_for_index
 from ..data.schema import SCHEMA_VERSION, Sample, Turn
 from .manifest import BAD_ROW_KINDS, BadRow, BadRowError, ManifestRow, scan_manifest
 from .speakers import load_embedding, voice_embedding
@@ -149,83 +149,103 @@ def build(
     start = time.perf_counter()
     out_dir = Path(out)
     state = out_dir / ".build"
+    fresh = not state.exists()  # this call starts the build (it does not resume one)
     state.mkdir(parents=True, exist_ok=True)
-    options = BuildOptions(
-        manifest=str(manifest),
-        tokenizer=str(tokenizer),
-        codec=codec,
-        codec_class=codec_class,
-        num_quantizers=num_quantizers,
-        speaker_encoder=speaker_encoder,
-        user_speakers=user_speakers,
-        user_sample_rate=user_sample_rate,
-        codec_batch_size=codec_batch_size,
-        device=device,
-        seed=seed,
-        strict=strict,
-        threads=threads,
-    )
-    _claim(out_dir, options, manifest, max_audio_seconds, samples_per_shard, voice_clips, workers)
-
-    scan = scan_manifest(manifest, max_audio_seconds=max_audio_seconds, strict=strict)
-    skipped: list[BadRow] = list(scan.bad)
-    for bad in scan.bad:
-        tqdm.write(f"skipped {bad}", file=sys.stderr)
-    voices, voice_bad = _resolve_voices(scan.rows, options, out_dir, voice_clips)
-    for bad in voice_bad:
-        tqdm.write(f"skipped {bad}", file=sys.stderr)
-    skipped += voice_bad
-    bad_lines = {b.line for b in voice_bad}
-    rows = [r for r in scan.rows if r.line not in bad_lines]
-
-    plan = [rows[i : i + samples_per_shard] for i in range(0, len(rows), samples_per_shard)]
-    paths = [out_dir / shard_name(i) for i in range(len(plan))]
-    done = {i for i, p in enumerate(paths) if p.exists() and _sidecar(state, p).exists()}
-    todo = [i for i in range(len(plan)) if i not in done]
-    stats = {i: json.loads(_sidecar(state, paths[i]).read_text()) for i in done}
-
-    bar = tqdm(
-        total=round(sum(r.audio_seconds for i in todo for r in plan[i]), 1),
-        unit="audio-s",
-        desc=f"building {len(todo)} of {len(plan)} shards",
-        disable=not progress,
-    )
-
-    def finished(i: int, shard_stats: dict) -> None:
-        stats[i] = shard_stats
-        for b in shard_stats["skipped"]:
-            tqdm.write(f"skipped {BadRow(**b)}", file=sys.stderr)
-        bar.update(round(sum(r.audio_seconds for r in plan[i]), 1))
-
     try:
-        if workers <= 0:
-            with _torch_threads(threads):
-                builder = ShardBuilder(options)
-                for i in todo:
-                    finished(i, builder.build_shard(plan[i], paths[i], voices))
-        else:
-            _run_pool(workers, options, [(i, plan[i], paths[i], voices) for i in todo], finished)
-    finally:
-        bar.close()
+        options = BuildOptions(
+            manifest=str(manifest),
+            tokenizer=str(tokenizer),
+            codec=codec,
+            codec_class=codec_class,
+            num_quantizers=num_quantizers,
+            speaker_encoder=speaker_encoder,
+            user_speakers=user_speakers,
+            user_sample_rate=user_sample_rate,
+            codec_batch_size=codec_batch_size,
+            device=device,
+            seed=seed,
+            strict=strict,
+            threads=threads,
+        )
+        _claim(out_dir, options, manifest, max_audio_seconds, samples_per_shard, voice_clips, workers)
 
-    entries = [stats[i] for i in range(len(plan))]
-    skipped += [BadRow(**b) for s in entries for b in s["skipped"]]
-    skipped.sort(key=lambda b: b.line)
-    _write_index(out_dir, options, entries, skipped)
-    report = BuildReport(
-        out=str(out_dir),
-        shards=[str(p) for p in paths],
-        built=len(todo),
-        resumed=len(done),
-        samples=sum(s["samples"] for s in entries),
-        audio_seconds=sum(s["audio_seconds"] for s in entries),
-        text_tokens=sum(s["text_tokens"] for s in entries),
-        code_frames=sum(s["code_frames"] for s in entries),
-        seconds=time.perf_counter() - start,
-        skipped=skipped,
-    )
-    _print_summary(report)
-    return report
+        scan = scan_manifest(manifest, max_audio_seconds=max_audio_seconds, strict=strict)
+        skipped: list[BadRow] = list(scan.bad)
+        for bad in scan.bad:
+            tqdm.write(f"skipped {bad}", file=sys.stderr)
+        voices, voice_bad = _resolve_voices(scan.rows, options, out_dir, voice_clips)
+        for bad in voice_bad:
+            tqdm.write(f"skipped {bad}", file=sys.stderr)
+        skipped += voice_bad
+        bad_lines = {b.line for b in voice_bad}
+        rows = [r for r in scan.rows if r.line not in bad_lines]
+
+        plan = [rows[i : i + samples_per_shard] for i in range(0, len(rows), samples_per_shard)]
+        paths = [out_dir / shard_name(i) for i in range(len(plan))]
+        done = {i for i, p in enumerate(paths) if p.exists() and _sidecar(state, p).exists()}
+        todo = [i for i in range(len(plan)) if i not in done]
+        stats = {i: json.loads(_sidecar(state, paths[i]).read_text()) for i in done}
+
+        bar = tqdm(
+            total=round(sum(r.audio_seconds for i in todo for r in plan[i]), 1),
+            unit="audio-s",
+            desc=f"building {len(todo)} of {len(plan)} shards",
+            disable=not progress,
+        )
+
+        def finished(i: int, shard_stats: dict) -> None:
+            stats[i] = shard_stats
+            for b in shard_stats["skipped"]:
+                tqdm.write(f"skipped {BadRow(**b)}", file=sys.stderr)
+            bar.update(round(sum(r.audio_seconds for r in plan[i]), 1))
+
+        try:
+            if workers <= 0:
+                with _torch_threads(threads):
+                    builder = ShardBuilder(options)
+                    for i in todo:
+                        finished(i, builder.build_shard(plan[i], paths[i], voices))
+            else:
+                _run_pool(workers, options, [(i, plan[i], paths[i], voices) for i in todo], finished)
+        finally:
+            bar.close()
+
+        entries = [stats[i] for i in range(len(plan))]
+        skipped += [BadRow(**b) for s in entries for b in s["skipped"]]
+        skipped.sort(key=lambda b: b.line)
+        _write_index(out_dir, options, entries, skipped)
+        report = BuildReport(
+            out=str(out_dir),
+            shards=[str(p) for p in paths],
+            built=len(todo),
+            resumed=len(done),
+            samples=sum(s["samples"] for s in entries),
+            audio_seconds=sum(s["audio_seconds"] for s in entries),
+            text_tokens=sum(s["text_tokens"] for s in entries),
+            code_frames=sum(s["code_frames"] for s in entries),
+            seconds=time.perf_counter() - start,
+            skipped=skipped,
+        )
+        _print_summary(report)
+        return report
+    except BaseException:
+        if fresh:
+            _release(out_dir)
+        raise
+
+
+def _release(out_dir: Path) -> None:
+    """After a failed first attempt that wrote no shard: drop the build record and the voices this
+    attempt computed, so a retry with other options (another codec, a local tokenizer, another
+    speaker encoder) is not refused as a different build and reuses nothing stale."""
+    import shutil
+
+    if any(out_dir.glob("shard-*.tar")):
+        return  # shards were written: keep the record, a resume must use the same options
+    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    shutil.rmtree(out_dir / "voices", ignore_errors=True)
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
 
 
 def _claim(
@@ -344,6 +364,7 @@ class ShardBuilder:
         )
         self.speaker_encoder = _speaker_encoder(options)
         self.tokenizer = load_tokenizer(options.tokenizer)
+        self._warned_constant = False
 
     def build_shard(self, rows: list[ManifestRow], path: Path, voices: dict[str, np.ndarray]) -> dict:
         """Build and write one shard; returns its index entry (bad rows under ``skipped``)."""
@@ -358,6 +379,7 @@ class ShardBuilder:
                     raise BadRowError(bad) from None
                 skipped.append(bad)
         codes = self._encode_assistant_audio(loaded)
+        self._warn_constant(codes, path)
         samples = []
         for row, audio in loaded:
             try:
@@ -412,6 +434,18 @@ class ShardBuilder:
             for (ref, _), c in zip(batch, self.codec.encode([w for _, w in batch]), strict=True):
                 codes[ref] = c
         return codes
+
+    def _warn_constant(self, codes: dict, path: Path) -> None:
+        from .codecs import constant_codes
+
+        if not self._warned_constant and constant_codes(list(codes.values())):
+            self._warned_constant = True  # once per process: the codec, not the shard, is the problem
+            tqdm.write(
+                f"warning: {path.name}: codec {self.codec.name!r} emitted one constant code per codebook for every "
+                "clip - the codes carry no audio (an untrained codec?); use pretrained weights (--codec kyutai/mimi) "
+                "or the offline --codec tiny-mimi for trying the pipeline",
+                file=sys.stderr,
+            )
 
     def _sample(self, row: ManifestRow, audio, codes, voices) -> Sample:
         opts = self.options
@@ -557,8 +591,9 @@ def _write_index(out_dir: Path, options: BuildOptions, entries: list[dict], skip
     index = {
         "format": INDEX_FORMAT,
         "schema": SCHEMA_VERSION,
-        "manifest": options.manifest,
-        "tokenizer": options.tokenizer,
+        # local paths relative to this file, so the index reads the same from any working directory
+        "manifest": path_for_index(options.manifest, out_dir),
+        "tokenizer": path_for_index(options.tokenizer, out_dir),
         "codec": json.loads(codecs.pop()) if len(codecs) == 1 else None,
         # must equal the model's speaker_dim (empty: no speaker vectors in this set)
         "speaker_dims": sorted({d for e in entries for d in e["speaker_dims"]}),

@@ -7,15 +7,20 @@ from 16 kHz input) has no transformers class; ``MimiCodec`` wraps transformers'
 ``MimiModel``, which has the same shape (8 of its 32 quantizers, 2048 codes, 12.5 Hz,
 24 kHz input).
 
-A randomly initialised Mimi (tiny or full size) emits one code per codebook for any input:
-it exercises shapes, rates and plumbing, never content. Use pretrained weights
-(``kyutai/mimi``) for real data.
+Offline codec: ``--codec tiny-mimi`` (``TINY_MIMI``) is a tiny random Mimi that needs no
+download. transformers initialises Mimi's codebooks to zeros (they are learned as running
+means), so a random Mimi as built emits one code per codebook for any input; ``MimiCodec``
+therefore fills a random codec's codebooks with seeded Gaussian entries, and its codes vary
+with the input and decode to (meaningless) audio. It exercises the whole pipeline (shapes,
+rates, decoding), never content: use pretrained weights (``kyutai/mimi``) for real data.
+``constant_codes`` spots a codec whose codes carry nothing (``data build`` warns).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +45,8 @@ TINY_MIMI = dict(
     vector_quantization_hidden_dimension=16,
     num_quantizers=8,
 )
+# names of codecs that need no download (``--codec tiny-mimi``); a folder of that name wins
+OFFLINE_CODECS = {"tiny-mimi": TINY_MIMI}
 
 
 class AudioCodec:
@@ -98,14 +105,25 @@ class MimiCodec(AudioCodec):
     ):
         from transformers import MimiConfig, MimiModel
 
+        from ..data.errors import check_config_dict
+
+        default_name = "mimi-random"
+        if isinstance(model, str) and model in OFFLINE_CODECS and not os.path.isdir(model):
+            model, default_name = dict(OFFLINE_CODECS[model]), f"{model}-random"
         if isinstance(model, dict):
+            check_config_dict(MimiConfig, model, "--codec")
             config = MimiConfig(**model)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.model = MimiModel(config)
-            default_name = "mimi-random"
+                _random_codebooks(self.model)
         else:
-            self.model = MimiModel.from_pretrained(model)
+            try:
+                self.model = MimiModel.from_pretrained(model)
+            except OSError as e:  # not on disk and no Hub: say which codec, and the offline one
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise OSError(f"--codec {model!r} cannot be loaded ({first}); offline, use --codec tiny-mimi "
+                              "or a local folder") from e  # fmt: skip
             config = self.model.config
             default_name = str(model)
         if not 1 <= num_quantizers <= config.num_quantizers:
@@ -142,6 +160,29 @@ class MimiCodec(AudioCodec):
         """``[num_codebooks, frames]`` -> mono float32 waveform at ``sample_rate``."""
         codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)[None]
         return self.model.decode(codes).audio_values[0, 0].float().cpu().numpy()
+
+
+def _random_codebooks(model) -> None:
+    """Seeded Gaussian codebook entries for a random Mimi (call under the caller's seed).
+
+    Mimi's codebooks are running means (``embed_sum / cluster_usage``) that start at zero, so
+    every frame's nearest entry is entry 0; random entries make the codes follow the input."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("codebook.embed_sum"):
+                buf.copy_(torch.randn(buf.shape))
+            elif name.endswith(("codebook.cluster_usage", "codebook.initialized")):
+                buf.fill_(1.0)
+
+
+def constant_codes(codes: Sequence[np.ndarray]) -> bool:
+    """True when clips of more than one frame in all hold one value per codebook: the codec's
+    codes say nothing about the audio (e.g. a random Mimi with zero codebooks)."""
+    frames = sum(c.shape[1] for c in codes)
+    if frames < 2:
+        return False
+    joined = np.concatenate(list(codes), axis=1)
+    return bool((joined == joined[:, :1]).all())
 
 
 def load_codec(codec_class: str, **kwargs) -> AudioCodec:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.index import INDEX_FORMAT
+from ..data.index import INDEX_FORMAT, path_from_index, read_index
 from ..data.schema import Sample, SampleError, decode_sample
 from ..data.stream import expand_shards, iter_raw_samples
 from .build import build
@@ -143,10 +143,8 @@ def _wrap(items: list[str], width: int) -> list[str]:
 
 
 def _index_tokenizer(folder: Path) -> str | None:
-    index = folder / "index.json"
-    if index.exists():
-        return json.loads(index.read_text()).get("tokenizer")
-    return None
+    index = read_index(folder) or {}
+    return path_from_index(index.get("tokenizer"), folder)  # stored relative to the index's folder
 
 
 # --------------------------------------------------------------------------- validate
@@ -179,6 +177,7 @@ def check_shards(path: str, tokenizer: str | None = None, max_errors: int = 20) 
         tok = load_tokenizer(tokenizer)
     seen: dict[str, dict] = {}
     codecs: Counter = Counter()
+    across = _AcrossSamples()
     for shard in shards:
         stats = seen[Path(shard).name] = dict(samples=0, audio_seconds=0.0, text_tokens=0, code_frames=0)
         try:
@@ -192,6 +191,7 @@ def check_shards(path: str, tokenizer: str | None = None, max_errors: int = 20) 
                     continue
                 stats["samples"] += 1
                 codecs[json.dumps(sample.codec.__dict__, sort_keys=True)] += 1
+                across.add(sample, shard)
                 frames = sum(t.codes.shape[1] for t in sample.turns if t.codes is not None)
                 stats["code_frames"] += frames
                 user = sum(len(t.audio) / t.sample_rate for t in sample.turns if t.audio is not None)
@@ -207,6 +207,7 @@ def check_shards(path: str, tokenizer: str | None = None, max_errors: int = 20) 
         problems.append(f"... and {errors - max_errors} more sample errors")
     if len(codecs) > 1:
         problems.append(f"samples use {len(codecs)} different codecs: {sorted(codecs)}")
+    problems += across.problems(_index_or_none(folder))
     if folder is not None:
         problems += _check_index(folder, seen, codecs, check_tokens=tok is not None)
         partial = sorted(p.name for p in folder.glob("*.partial"))
@@ -220,6 +221,48 @@ def check_shards(path: str, tokenizer: str | None = None, max_errors: int = 20) 
         f"{path}: {len(shards)} shards, {total} samples, {seconds:.1f} s of audio checked; {len(problems)} problems"
     )
     return problems
+
+
+def _index_or_none(folder: Path | None) -> dict | None:
+    try:
+        return read_index(folder) if folder is not None else None
+    except ValueError:  # not JSON: reported by _check_index
+        return None
+
+
+class _AcrossSamples:
+    """What training needs to hold across samples (each sample alone passed ``decode_sample``):
+    one speaker-vector size (the batch stacks them; the model has one ``net.speaker_dim``) and one
+    codebook count x size, equal to the index's codec. Remembers the first sample of each value."""
+
+    def __init__(self):
+        self.speaker_dims: dict[int, str] = {}
+        self.code_shapes: dict[tuple[int, int], str] = {}
+
+    def add(self, sample: Sample, shard: str) -> None:
+        where = f"{shard}: sample {sample.key!r}"
+        for v in [sample.agent_speaker] + [t.speaker for t in sample.turns]:
+            if v is not None:
+                self.speaker_dims.setdefault(int(v.shape[0]), where)
+        self.code_shapes.setdefault((sample.codec.num_codebooks, sample.codec.codebook_size), where)
+
+    def problems(self, index: dict | None) -> list[str]:
+        out = []
+        if len(self.speaker_dims) > 1:
+            first = ", ".join(f"{d} (first: {w})" for d, w in sorted(self.speaker_dims.items()))
+            out.append(f"speaker vectors of different sizes: {first}; training needs one size (net.speaker_dim)")
+        if len(self.code_shapes) > 1:
+            first = ", ".join(f"{c} x {s} (first: {w})" for (c, s), w in sorted(self.code_shapes.items()))
+            out.append(f"samples hold codes of different codebook count x size: {first}; a model reads one")
+        codec = (index or {}).get("codec") or {}
+        want = (codec.get("num_codebooks"), codec.get("codebook_size"))
+        for shape, where in sorted(self.code_shapes.items()):
+            if codec and shape != want:
+                out.append(f"{where}: codes are {shape[0]} x {shape[1]} but index.json says {want[0]} x {want[1]}")
+        dims = (index or {}).get("speaker_dims")
+        if dims is not None and sorted(self.speaker_dims) != sorted(dims):
+            out.append(f"index.json speaker_dims={dims} but the samples hold sizes {sorted(self.speaker_dims)}")
+        return out
 
 
 def _check_index(folder: Path, seen: dict, codecs: Counter, check_tokens: bool) -> list[str]:

@@ -17,7 +17,8 @@ User audio is kept as a waveform (the encoder reads it while training); assistan
 turned into codec codes. The last turn must be the assistant's and every assistant turn
 needs text (the model speaks its text, interleaved with the codes).
 
-``scan_manifest`` runs every check that needs no decoding (JSON, fields, duplicate keys,
+``scan_manifest`` runs every check that needs no decoding (JSON, fields - an unknown one is a
+typo and makes the row bad, with the nearest valid name -, duplicate keys,
 empty text, files present, headers readable, durations, embeddings) and reports each bad
 row as a ``BadRow`` with its line number and reason. Decoding problems are found later,
 while building, and reported the same way.
@@ -32,11 +33,16 @@ from pathlib import Path
 
 import soundfile as sf
 
+from ..data.errors import did_you_mean
 from ..data.schema import ROLES, TASKS
 from .speakers import load_embedding
 
+# the fields a row and a turn may hold (data_cards/SCHEMA.md, "Manifest format"); any other is a typo
+ROW_FIELDS = ("key", "task", "language", "system", "agent_voice", "agent_speaker", "turns", "meta")
+TURN_FIELDS = ("role", "text", "audio", "speaker")
+
 BAD_ROW_KINDS = (
-    "invalid_row",  # not JSON, a missing or malformed field
+    "invalid_row",  # not JSON, a missing, unknown or malformed field
     "duplicate_key",  # the key was used by an earlier line
     "empty_text",  # an assistant turn without text, or a user turn with neither text nor audio
     "missing_audio",  # an audio file that does not exist
@@ -162,7 +168,16 @@ def _key(doc: dict, path: Path, line_no: int) -> str:
     return key
 
 
+def _unknown_fields(doc: dict, fields: tuple[str, ...], where: str) -> None:
+    # a typo ("audo") would otherwise build a sample without that field and no word said
+    for name in doc:
+        if name not in fields:
+            hint = did_you_mean(name, fields) or f" (fields: {', '.join(fields)})"
+            raise _Bad("invalid_row", f"{where}unknown field {name!r}{hint}")
+
+
 def _row(doc: dict, key: str, line_no: int, root: Path, max_seconds: float) -> ManifestRow:
+    _unknown_fields(doc, ROW_FIELDS, "")
     task = doc.get("task")
     if task not in TASKS:
         raise _Bad("invalid_row", f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -199,6 +214,7 @@ def _turn(t, i: int, root: Path, max_seconds: float) -> ManifestTurn:
     where = f"turns[{i}]"
     if not isinstance(t, dict) or t.get("role") not in ROLES:
         raise _Bad("invalid_row", f"{where}.role must be one of {ROLES}")
+    _unknown_fields(t, TURN_FIELDS, f"{where}: ")
     text = t.get("text", "")
     if not isinstance(text, str):
         raise _Bad("invalid_row", f"{where}.text must be a string")

@@ -268,7 +268,9 @@ def demo_persona_cmd(
         dialogues: number of dialogues.
         speaker_dim: speaker embedding size (must match the model).
     """
-    make_demo_persona(out_dir, name, voice, dialogues, speaker_dim)
+    out = make_demo_persona(out_dir, name, voice, dialogues, speaker_dim)
+    print(f"demo persona {name!r} written to {out}: profile.yaml, voice/ (4 clips + embeddings), "
+          f"clips/ + codes/ ({dialogues} dialogues), dialogues.jsonl; next: qinyu-lit persona-data {out} OUT_DIR --codec_name demo-rule --codebook_size 64")  # fmt: skip
 
 
 def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0, dialogues: int = 12,

@@ -41,6 +41,9 @@ class WavLMSpeakerEncoder:
         from transformers import WavLMConfig, WavLMForXVector
 
         if isinstance(model, dict):
+            from ..data.errors import check_config_dict
+
+            check_config_dict(WavLMConfig, model, "--speaker_encoder")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.model = WavLMForXVector(WavLMConfig(**model))

@@ -142,7 +142,8 @@ class QinYuStage(L.LightningModule):
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
         self._count_flops_shape()  # before FSDP wraps (and flattens) the parameters
-        print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
+        if self._trainer is not None:  # training shows what trains; loading a checkpoint to generate does not
+            print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
 
     def adapt_model(self) -> None:
         """Hook between loading weights and freezing: a stage that adds parameters (LoRA) adds them here."""
