@@ -12,7 +12,6 @@ from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
 
 from ..data.errors import QinYuError, check_config_dict
-
 from .attention import resolve_attn_implementation  # also registers qinyu_varlen with transformers
 
 ENCODER_TYPES = ("fun_asr_nano", "whisper")
