@@ -87,7 +87,9 @@ class SpecialIds:
 
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
-        raise ValueError(f"token layout profile must be one of {PROFILES}, got {profile!r} (set token_layout)")
+        raise ValueError(
+            f"token layout profile must be one of {PROFILES}, got {profile!r} (set token_layout)"
+        )
 
 
 def load_tokenizer(name_or_path: str, profile: str = "qinyu") -> PreTrainedTokenizerBase:
@@ -182,7 +184,11 @@ _DEMO_TEXT = (
 
 
 def official_demo_tokenizer(
-    out_dir: str | Path, codebook_size: int, num_codebooks: int = 8, texts: list[str] | None = None, vocab_size: int = 384
+    out_dir: str | Path,
+    codebook_size: int,
+    num_codebooks: int = 8,
+    texts: list[str] | None = None,
+    vocab_size: int = 384,
 ) -> Path:
     """A tiny tokenizer with the released VITA-QinYu's added tokens, in its add order.
 
