@@ -8,6 +8,7 @@
 * ``qinyu-lit data build|inspect|validate`` - shards from audio manifests, and checks of them.
 * ``qinyu-lit export CKPT DIR`` - a directory ``QinYuModel.from_pretrained`` loads (LoRA merged);
   ``--adapter_only true`` writes a persona's PEFT adapter instead.
+* ``qinyu-lit convert-official SRC DIR`` - the released VITA-QinYu checkpoint as an exported directory.
 * ``qinyu-lit demo-persona DIR`` / ``persona-data DIR OUT`` - persona shards; ``persona-reply BASE ADAPTER
   TEXT`` - a reply in character (docs/stages.md).
 """
@@ -20,6 +21,7 @@ from jsonargparse import CLI
 from lightning.pytorch.cli import LightningCLI
 
 from .data.datamodule import QinYuDataModule
+from .model.official import convert_official_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
@@ -33,6 +35,7 @@ class QinYuCLI(LightningCLI):
         parser.link_arguments("data.init_args.tokenizer", "model.init_args.net.tokenizer")
         parser.link_arguments("data.init_args.num_codebooks", "model.init_args.net.num_codebooks")
         parser.link_arguments("data.init_args.codebook_size", "model.init_args.net.codebook_size")
+        parser.link_arguments("data.init_args.token_layout", "model.init_args.net.token_layout")
 
 
 def lightning_main(args: list[str] | None = None) -> None:
@@ -173,6 +176,7 @@ def generate_cmd(
 COMMANDS = {"demo-data": demo_data, "generate": generate_cmd, "data": data_main}
 COMMANDS.update({"export": export_cmd, "persona-data": persona_data_cmd, "demo-persona": demo_persona_cmd,
                  "persona-reply": persona_reply_cmd})  # fmt: skip
+COMMANDS["convert-official"] = convert_official_cmd
 
 
 def main(argv: list[str] | None = None) -> None:
