@@ -126,7 +126,7 @@ class TokenLayout:
         if self.profile == "official":
             from .layout_official import build_official
 
-            return build_official(self, sample, prompt_only)
+            return build_official(self, sample, prompt_only, _Builder(self.num_codebooks))
         b = _Builder(self.num_codebooks)
         ids = self.ids
         if sample.system:

@@ -26,23 +26,19 @@ What a converted checkpoint was trained on, rule by rule (its dataset code, stud
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from .schema import Sample, SampleError
-
-if TYPE_CHECKING:
-    from .layout import TokenLayout, TokenSequence
 
 VOICE_LINE = "Your Voice Embedding: <|speaker|>"
 AUDIO_TAG = "<|audio|>"
 TTS_PROMPT = "Convert the text to speech."
 
 
-def build_official(layout: TokenLayout, sample: Sample, prompt_only: bool) -> TokenSequence:
-    from .layout import _Builder
-
+def build_official(layout, sample: Sample, prompt_only: bool, b):
+    """``layout``: the calling ``TokenLayout``; ``b``: its empty position builder (layout.py's
+    ``_Builder``, passed in so this module does not import layout.py back). Returns the
+    ``TokenSequence``."""
     ids, tok = layout.ids, layout._tok
-    b = _Builder(layout.num_codebooks)
     turns = _tts_prepass(sample.turns)
     has_speech = any(t.role == "assistant" and t.codes is not None for t in turns)
     system = sample.system
@@ -73,14 +69,14 @@ def build_official(layout: TokenLayout, sample: Sample, prompt_only: bool) -> To
     return b.finish(key=sample.key, source=sample.shard, task=sample.task)
 
 
-def _message(b, layout: TokenLayout, role: str, content: list[int], supervised: bool) -> None:
+def _message(b, layout, role: str, content: list[int], supervised: bool) -> None:
     ids, tok = layout.ids, layout._tok
     b.text([ids.im_start] + tok(role) + tok("\n"))
     b.text(content, supervised)
     b.text([ids.im_end] + tok("\n"), supervised)
 
 
-def _user_content(layout: TokenLayout, b, sample: Sample, i: int) -> list[int]:
+def _user_content(layout, b, sample: Sample, i: int) -> list[int]:
     turn, ids, tok = sample.turns[i], layout.ids, layout._tok
     if turn.audio is None:
         return tok(turn.text)
@@ -101,7 +97,7 @@ def _user_content(layout: TokenLayout, b, sample: Sample, i: int) -> list[int]:
     return tok(before) + speech + tok(after)
 
 
-def _speech_reply(layout: TokenLayout, b, text: list[int], codes, supervised: bool) -> None:
+def _speech_reply(layout, b, text: list[int], codes, supervised: bool) -> None:
     ids = layout.ids
     if not text:  # a speech-only reply keeps its begin/end of audio
         frames = layout.delayed(codes)
