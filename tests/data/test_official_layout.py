@@ -204,3 +204,24 @@ def test_tokenizer_profiles(tok, demo_dir):
         load_tokenizer(demo_dir / "tokenizer", "official")
     with pytest.raises(ValueError, match="codebook_size"):
         TokenLayout(tok, (1, 8, 4, 8), C, 64, profile="official")  # K = 64 would shift every audio id
+
+
+def test_data_module_selects_the_official_layout(demo_dir, tmp_path):
+    from qinyu_lit.data.datamodule import QinYuDataModule
+
+    tok_dir = official_demo_tokenizer(tmp_path / "tok", 64)  # the demo shards' 8 x 64 codes
+    dm = QinYuDataModule(
+        train=str(demo_dir / "val"), tokenizer=str(tok_dir), codebook_size=64, token_layout="official",
+        audio_front_end="sense_voice", batch_size=64, shuffle_buffer=0,
+    )  # fmt: skip
+    assert dm.layout.profile == "official" and dm.layout.delay_pads == "positional"
+    with pytest.warns(UserWarning, match=r"turns\[0\]\.speaker"):  # demo ASR has no user voice: skipped, named
+        batch = next(iter(dm.train_dataloader()))
+    ids, codes = batch["input_ids"], batch["codes"]
+    ids_ = special_ids(dm.tokenizer, "official")
+    assert (ids == ids_.end_of_conv).any() and (ids == ids_.user_speaker).any()
+    is_audio = codes[..., 0] >= 0
+    assert (ids[is_audio] == ids_.audio_base + codes[..., 0][is_audio]).all()  # codebook 0's id at audio positions
+    assert (codes == 64 + 6).any() and codes.max() < 64 + 8  # positional pads, up to pad 6
+    with pytest.raises(ValueError, match="data.token_layout must be one of"):
+        QinYuDataModule(token_layout="vita")
