@@ -72,7 +72,7 @@ def layout_for(model: QinYuModel, pattern=(1, 8, 4, 8), cmvn: str | None = None)
         if cfg.audio_encoder_type == "fun_asr_nano":
             front_end = FbankLFR()
         elif cfg.audio_encoder_type == "sense_voice":
-            front_end = SenseVoiceFbank(cmvn)
+            front_end = SenseVoiceFbank(cmvn, num_mel_bins=model.audio_encoder.config.input_size // 7)  # LFR m = 7
         else:
             front_end = WhisperMel(model.audio_encoder.config.num_mel_bins)
     return TokenLayout(

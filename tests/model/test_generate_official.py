@@ -162,3 +162,22 @@ def test_frames_are_undelayed_with_positional_pads_and_pads_become_0(model):
         got = out.codes.numpy()
         assert got.shape == (8, 3) and got[0].tolist() == np.asarray(expected).reshape(-1, 3)[0].tolist()
         np.testing.assert_array_equal(got[1:], codes[1:])
+
+
+def test_a_converted_release_answers_speech_through_layout_for(tmp_path):
+    from qinyu_lit.cli import main
+    from qinyu_lit.inference import reply_to
+    from qinyu_lit.model.tiny import write_tiny_release
+
+    release = write_tiny_release(tmp_path / "release", codebook_size=K)
+    main(["convert-official", str(release), str(tmp_path / "export")])
+    converted = QinYuModel.from_pretrained(str(tmp_path / "export"), dtype="float32").eval()
+    layout = layout_for(converted)
+    assert layout.profile == "official" and layout.front_end.num_mel_bins * 7 == converted.audio_encoder.config.input_size
+    wav = (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 300)).astype(np.float32)  # 98 fbank frames
+    voice = np.ones(converted.config.speaker_dim, np.float32)
+    sample = make_sample(converted, "", audio=(wav, 16000), speaker=voice, user_speaker=voice)
+    ids = prompt_batch(converted, sample)["input_ids"][0]
+    assert int((ids == converted.ids.audio).sum()) == 17 + 4  # ceil(98 / 6) LFR frames + 4 query frames
+    reply = reply_to(converted, sample=sample, max_new_positions=12)  # the encoder fills every placeholder
+    assert len(reply.positions) == 12 or reply.finished
