@@ -84,7 +84,7 @@ def _random(g, shape, name: str):
     return (base + scale * torch.randn(shape, generator=g)).to(torch.bfloat16)
 
 
-def write_tiny_release(out_dir, codebook_size: int = 16, seed: int = 0):
+def write_tiny_release(out_dir, codebook_size: int = 64, seed: int = 0):
     """A tiny random checkpoint in the released VITA-QinYu's layout: its config.json fields, tensor names,
     shapes and dtype (bf16), two safetensors shards + index, and a tokenizer with its added-token order
     (``official_demo_tokenizer``). ``qinyu-lit convert-official`` takes it like the 8B release."""
