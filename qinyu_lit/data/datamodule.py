@@ -140,7 +140,8 @@ class QinYuDataModule(L.LightningDataModule):
         batch_size: rows per micro-batch: sequences, or packs when ``pack_length`` is set (paper: 1 pack).
         num_workers: DataLoader worker processes; samples are split across ranks x workers.
         shuffle_buffer: samples shuffled together (0 keeps shard order).
-        supervise: ``last`` assistant turn only (paper) or ``all`` assistant turns.
+        supervise: ``last`` assistant turn only (paper) or ``all`` assistant turns (``token_layout: official``
+            has the release's own rule: speech samples the last turn, text-only samples every turn).
         seed: seed for shard and sample order (order = f(seed, epoch), so resume can replay it).
         pack_length: tokens per pack (paper: 10000); ``None`` pads each batch to its longest sequence.
         pack_window: samples the best-fit packer considers at once; more fits tighter, costs memory.
