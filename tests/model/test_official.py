@@ -237,9 +237,7 @@ def test_every_tensor_is_mapped_and_the_encoder_renamed(release, converted):
 
 def test_an_unmapped_tensor_stops_the_conversion(release, tmp_path):
     extra = tmp_path / "release"
-    extra.mkdir()
-    for f in release.iterdir():
-        (extra / f.name).write_bytes(f.read_bytes())
+    copy_release(release, extra)
     shard = extra / "model-00002-of-00002.safetensors"
     tensors = load_file(shard)
     tensors["audio_heads.0.weight"] = torch.zeros(R, 64, dtype=torch.bfloat16)
@@ -249,3 +247,30 @@ def test_an_unmapped_tensor_stops_the_conversion(release, tmp_path):
     (extra / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match=r"audio_heads\.0\.weight"):
         main(["convert-official", str(extra), str(tmp_path / "out")])
+
+
+def copy_release(release, out, drop_prefix: str | None = None) -> dict:
+    """A copy of ``release`` without the tensors under ``drop_prefix``; returns the dropped ones."""
+    out.mkdir()
+    for f in release.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    shard = out / "model-00002-of-00002.safetensors"
+    tensors = load_file(shard)
+    dropped = {k: v for k, v in tensors.items() if drop_prefix and k.startswith(drop_prefix)}
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, shard)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if k not in dropped}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    return dropped
+
+
+def test_the_encoder_can_come_from_sense_voice_small_itself(release, converted, tmp_path):
+    encoder = copy_release(release, tmp_path / "release", drop_prefix=E)
+    with pytest.raises(ValueError, match="--sense_voice"):
+        main(["convert-official", str(tmp_path / "release"), str(tmp_path / "no_encoder")])
+    own = tmp_path / "model.safetensors"  # SenseVoiceSmall's own names: no model.audio_model.model. prefix
+    save_file({k[len(E) :]: v for k, v in encoder.items()}, own)
+    main(["convert-official", str(tmp_path / "release"), str(tmp_path / "out"), "--sense_voice", str(own)])
+    expected = load_file(converted / "qinyu_parts.safetensors")
+    parts = load_file(tmp_path / "out" / "qinyu_parts.safetensors")
+    assert parts.keys() == expected.keys() and all(torch.equal(parts[k], expected[k]) for k in parts)
