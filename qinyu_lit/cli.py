@@ -8,6 +8,7 @@
 * ``qinyu-lit data build|inspect|validate`` - shards from audio manifests, and checks of them.
 * ``qinyu-lit export CKPT DIR`` - a directory ``QinYuModel.from_pretrained`` loads (LoRA merged);
   ``--adapter_only true`` writes a persona's PEFT adapter instead.
+* ``qinyu-lit convert-official SRC DIR`` - the released VITA-QinYu checkpoint as an exported directory.
 * ``qinyu-lit demo-persona DIR`` / ``persona-data DIR OUT`` - persona shards; ``persona-reply BASE ADAPTER
   TEXT`` - a reply in character (docs/stages.md).
 
@@ -28,6 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 from .data.datamodule import QinYuDataModule
 from .data.errors import QinYuError
 from .data.index import absolute_if_local
+from .model.official import convert_official_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
@@ -42,6 +44,7 @@ class QinYuCLI(LightningCLI):
         parser.link_arguments("data.init_args.tokenizer", "model.init_args.net.tokenizer", compute_fn=absolute_if_local)
         parser.link_arguments("data.init_args.num_codebooks", "model.init_args.net.num_codebooks")
         parser.link_arguments("data.init_args.codebook_size", "model.init_args.net.codebook_size")
+        parser.link_arguments("data.init_args.token_layout", "model.init_args.net.token_layout")
 
 
 def lightning_main(args: list[str] | None = None) -> None:
@@ -216,6 +219,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "demo-persona": (demo_persona_cmd, "write a demo persona folder (profile, voice, dialogues)"),
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
+    "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # commands whose first option may also be given as a bare first argument

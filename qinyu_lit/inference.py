@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.features import FbankLFR, WhisperMel
+from .data.features import FbankLFR, SenseVoiceFbank, WhisperMel
 from .data.layout import TokenLayout
 from .data.schema import CodecInfo, Sample, Turn, decode_sample
 from .data.stream import collate, expand_shards, iter_raw_samples
@@ -62,13 +62,23 @@ def load_with_persona(path: str, device: str = "cpu") -> tuple[QinYuModel, dict 
     return model.to(device).eval(), card
 
 
-def layout_for(model: QinYuModel, pattern=(1, 8, 4, 8)) -> TokenLayout:
-    """The data layout matching a model (same tokenizer, codebooks and encoder front end)."""
+def layout_for(model: QinYuModel, pattern=(1, 8, 4, 8), cmvn: str | None = None) -> TokenLayout:
+    """The data layout matching a model: same tokenizer, codebooks, token layout
+    (``model.config.token_layout``), delay pads and encoder front end. ``cmvn``: SenseVoiceSmall's
+    ``am.mvn`` for a ``sense_voice`` encoder (as in training: ``data.cmvn``)."""
     cfg = model.config
     front_end = None
     if model.audio_encoder is not None:
-        front_end = FbankLFR() if cfg.audio_encoder_type == "fun_asr_nano" else WhisperMel(model.audio_encoder.config.num_mel_bins)
-    return TokenLayout(model.tokenizer, pattern, cfg.num_codebooks, cfg.codebook_size, front_end)
+        if cfg.audio_encoder_type == "fun_asr_nano":
+            front_end = FbankLFR()
+        elif cfg.audio_encoder_type == "sense_voice":
+            front_end = SenseVoiceFbank(cmvn, num_mel_bins=model.audio_encoder.config.input_size // 7)  # LFR m = 7
+        else:
+            front_end = WhisperMel(model.audio_encoder.config.num_mel_bins)
+    return TokenLayout(
+        model.tokenizer, pattern, cfg.num_codebooks, cfg.codebook_size, front_end,
+        profile=cfg.token_layout, delay_pads=cfg.delay_pads,
+    )  # fmt: skip
 
 
 def find_sample(shard_spec: str, key: str) -> Sample:

@@ -24,7 +24,7 @@ from .layout import TokenLayout
 from .mixture import Catalog, Source, parse_sources
 from .packing import OVERLONG_POLICIES
 from .stream import ShardStream
-from .tokenizer import load_tokenizer
+from .tokenizer import PROFILES, load_tokenizer
 
 _GLOO_GROUP = None
 
@@ -146,15 +146,21 @@ class QinYuDataModule(L.LightningDataModule):
             (``data/train/shard-{000000..000099}.tar``), or a weighted mixture, a list of
             ``{path, weight, name}`` (weight = reads of each sample per epoch; 0.5 = a seeded half).
         val: validation shards, same forms; ``None`` for no validation.
-        tokenizer: Hugging Face tokenizer name or directory (QinYu special tokens are added).
+        tokenizer: Hugging Face tokenizer name or directory (QinYu special tokens are added;
+            with ``token_layout: official`` the release's tokens must be in it).
         pattern: interleave blocks ``[n_text, m_audio, ...]``; paper default ``1 8 4 8``.
         num_codebooks: codebooks per audio frame (must match the shards and the model).
         codebook_size: codes per codebook (must match the shards and the model).
-        audio_front_end: ``fbank_lfr`` (SenseVoice / FunAsrNano encoder) or ``whisper``.
+        audio_front_end: ``fbank_lfr`` (FunAsrNano encoder), ``whisper``, or ``sense_voice`` (the
+            release's SenseVoiceSmall: CMVN from ``cmvn`` and 4 more placeholders per clip).
+        cmvn: SenseVoiceSmall's ``am.mvn`` for ``audio_front_end: sense_voice`` (``None``: no CMVN).
+        token_layout: ``qinyu`` (this project's layout) or ``official`` (the released VITA-QinYu's,
+            for a converted checkpoint; see data_cards/SCHEMA.md). The model follows (linked).
         batch_size: rows per micro-batch: sequences, or packs when ``pack_length`` is set (paper: 1 pack).
         num_workers: DataLoader worker processes; samples are split across ranks x workers.
         shuffle_buffer: samples shuffled together (0 keeps shard order).
-        supervise: ``last`` assistant turn only (paper) or ``all`` assistant turns.
+        supervise: ``last`` assistant turn only (paper) or ``all`` assistant turns (``token_layout: official``
+            has the release's own rule: speech samples the last turn, text-only samples every turn).
         seed: seed for shard and sample order (order = f(seed, epoch), so resume can replay it).
         pack_length: tokens per pack (paper: 10000); ``None`` pads each batch to its longest sequence.
         pack_window: samples the best-fit packer considers at once; more fits tighter, costs memory.
@@ -175,6 +181,8 @@ class QinYuDataModule(L.LightningDataModule):
         num_codebooks: int = 8,
         codebook_size: int = 1024,
         audio_front_end: str = "fbank_lfr",
+        cmvn: str | None = None,
+        token_layout: str = "qinyu",
         batch_size: int = 4,
         num_workers: int = 0,
         shuffle_buffer: int = 256,
@@ -193,6 +201,10 @@ class QinYuDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.audio_front_end must be one of {sorted(FRONT_ENDS)}, got {audio_front_end!r}"
             )
+        if token_layout not in PROFILES:
+            raise ValueError(f"data.token_layout must be one of {PROFILES}, got {token_layout!r}")
+        if cmvn and audio_front_end != "sense_voice":
+            raise ValueError("data.cmvn is read only by data.audio_front_end: sense_voice")
         if overlong not in OVERLONG_POLICIES:
             raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
         if tokens_per_step and not pack_length:
@@ -210,13 +222,15 @@ class QinYuDataModule(L.LightningDataModule):
     def layout(self) -> TokenLayout:
         if self._layout is None:
             hp = self.hparams
+            front_end = FRONT_ENDS[hp.audio_front_end]
             self._layout = TokenLayout(
-                load_tokenizer(hp.tokenizer),
+                load_tokenizer(hp.tokenizer, hp.token_layout),
                 pattern=hp.pattern,
                 num_codebooks=hp.num_codebooks,
                 codebook_size=hp.codebook_size,
-                front_end=FRONT_ENDS[hp.audio_front_end](),
+                front_end=front_end(hp.cmvn) if hp.audio_front_end == "sense_voice" else front_end(),
                 supervise=hp.supervise,
+                profile=hp.token_layout,
             )
         return self._layout
 

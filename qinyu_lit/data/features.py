@@ -6,6 +6,9 @@ Two front ends, matching the two encoders the model supports:
   16 kHz (kaldi-native-fbank), then low-frame-rate stacking of 7 frames with stride 6,
   i.e. 16.7 feature frames per second, one encoder output (and one ``<|audio|>``
   placeholder) per stacked frame.
+* ``SenseVoiceFbank`` for the released VITA-QinYu's SenseVoiceSmall encoder: the same
+  fbank + LFR, then CMVN from the model's ``am.mvn`` (applied after LFR, as FunASR does),
+  and 4 more outputs than feature frames (the encoder prepends 4 query frames).
 * ``WhisperMel`` for Whisper's encoder: the numpy log-mel front end of
   ``WhisperFeatureExtractor``; the encoder halves the frame rate (50 Hz outputs).
 
@@ -14,6 +17,9 @@ placeholders the encoder will fill, so the token sequence is exact before the mo
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -102,4 +108,57 @@ class WhisperMel:
         return (len(features) + 1) // 2  # the encoder's stride-2 convolution
 
 
-FRONT_ENDS = {"fbank_lfr": FbankLFR, "whisper": WhisperMel}
+def load_cmvn(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read FunASR's ``am.mvn`` (a Kaldi nnet text file) -> (shift, scale), each [560].
+
+    The numbers in brackets on the ``<LearnRateCoef>`` line after ``<AddShift>`` are the shift
+    (negative means), those after ``<Rescale>`` the scale (inverse standard deviations).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    found = {}
+    for tag in ("AddShift", "Rescale"):
+        m = re.search(rf"<{tag}>.*?<LearnRateCoef>\s*\S+\s*\[([^\]]*)\]", text, flags=re.DOTALL)
+        if m is None:
+            raise ValueError(f"{path}: no <{tag}> ... <LearnRateCoef> ... [ values ] block; is this FunASR's am.mvn?")
+        found[tag] = np.array(m.group(1).split(), dtype=np.float32)
+    shift, scale = found["AddShift"], found["Rescale"]
+    if shift.shape != scale.shape:
+        raise ValueError(f"{path}: <AddShift> has {shift.size} values but <Rescale> has {scale.size}")
+    return shift, scale
+
+
+class SenseVoiceFbank(FbankLFR):
+    """The released VITA-QinYu's SenseVoiceSmall front end: fbank + LFR (7, 6) + CMVN.
+
+    Args:
+        cmvn: path to the SenseVoiceSmall ``am.mvn``; ``x = (x + shift) * scale`` after LFR.
+            ``None`` skips CMVN (only for models trained here on un-normalised features).
+        query_frames: outputs the encoder prepends (language, event, emotion, text norm):
+            ``num_outputs`` = LFR frames + 4, the number of ``<|context_of_audio|>`` placeholders.
+
+    FunASR dithers by default (random features); this front end does not, so the same shard
+    always gives the same tensors.
+    """
+
+    def __init__(self, cmvn: str | None = None, query_frames: int = 4, num_mel_bins: int = 80):
+        super().__init__(num_mel_bins=num_mel_bins, lfr_m=7, lfr_n=6)
+        self.cmvn, self.query_frames = cmvn, query_frames
+        self._shift_scale = load_cmvn(cmvn) if cmvn else None
+        if self._shift_scale is not None and self._shift_scale[0].size != self.feature_dim:
+            raise ValueError(
+                f"{cmvn}: CMVN has {self._shift_scale[0].size} values but the features have {self.feature_dim} "
+                "(set data.cmvn to SenseVoiceSmall's am.mvn)"
+            )
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        feats = super().__call__(wav, sample_rate)
+        if self._shift_scale is None or not len(feats):
+            return feats
+        shift, scale = self._shift_scale
+        return ((feats + shift) * scale).astype(np.float32)
+
+    def num_outputs(self, features: np.ndarray) -> int:
+        return len(features) + self.query_frames
+
+
+FRONT_ENDS = {"fbank_lfr": FbankLFR, "whisper": WhisperMel, "sense_voice": SenseVoiceFbank}

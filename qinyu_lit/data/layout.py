@@ -10,12 +10,17 @@ One conversation becomes a Qwen-style chat::
   into one embedding by the model). ``codes[t]`` is -1 at text positions.
 * The assistant's audio is delayed (``delay.py``) and then interleaved with its text in
   blocks following ``pattern`` (default ``1 8 4 8``: 1 text token, 8 frames, then 4 : 8
-  repeating; whichever modality runs out first, the other continues alone).
+  repeating). The released model's tail rule: the block pair in which either modality runs
+  out is the last one and takes all that remains of both, text first (text 30, frames 20
+  -> 27 positions: ``T1 A8 T4 A8 T4 A8 T21 A3``; text 3: ``T1 A8 T2 A19``), so text always
+  leads its speech.
 * ``<|audio|>`` is repeated once per encoder output frame; ``<|speaker|>`` and
   ``<|user_speaker|>`` are single placeholders. The model swaps in their embeddings.
 * History: earlier assistant turns keep their text, their speech is dropped (Fig. 2a).
 * ``target_mask[t]`` marks positions whose content is predicted from position t-1: the
   content of the supervised assistant turn(s) and their closing ``<|im_end|>``.
+
+``profile="official"`` builds the released VITA-QinYu's samples instead (``layout_official.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 
 from .delay import delay
 from .schema import CodecMismatch, Sample, SampleError
-from .tokenizer import SpecialIds, special_ids
+from .tokenizer import SpecialIds, official_audio_token, special_ids
 
 
 @dataclass
@@ -63,7 +68,12 @@ class TokenLayout:
         front_end: user-speech feature extractor (``features.FbankLFR`` or ``WhisperMel``);
             ``None`` rejects samples with user speech.
         supervise: ``"last"`` trains on the last assistant turn only (paper default),
-            ``"all"`` on every assistant turn.
+            ``"all"`` on every assistant turn. The ``official`` profile has its own rule
+            (speech samples: the last turn; text-only samples: every turn) and ignores this.
+        profile: ``"qinyu"`` (this project's layout) or ``"official"`` (the released
+            VITA-QinYu's, for converted checkpoints; needs the release's tokenizer).
+        delay_pads: ``"single"`` or ``"positional"`` pad ids (``delay.py``); default: the
+            profile's own (qinyu: single, official: positional).
     """
 
     def __init__(
@@ -74,21 +84,38 @@ class TokenLayout:
         codebook_size: int = 1024,
         front_end=None,
         supervise: str = "last",
+        profile: str = "qinyu",
+        delay_pads: str | None = None,
     ):
         if len(pattern) < 2 or len(pattern) % 2 or any(p < 0 for p in pattern) or pattern[-2] + pattern[-1] == 0:
             raise ValueError(f"pattern must be pairs [n_text, m_audio, ...] with a non-empty last pair, got {pattern}")
         if supervise not in ("last", "all"):
             raise ValueError(f"supervise must be 'last' or 'all', got {supervise!r}")
         self.tokenizer = tokenizer
-        self.ids: SpecialIds = special_ids(tokenizer)
+        self.profile = profile
+        self.ids: SpecialIds = special_ids(tokenizer, profile)
+        self.delay_pads = delay_pads or ("positional" if profile == "official" else "single")
         self.pairs = [(pattern[i], pattern[i + 1]) for i in range(0, len(pattern), 2)]
         self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
         self.front_end, self.supervise = front_end, supervise
         self._text_cache: dict[str, list[int]] = {}
+        if profile == "official":
+            self._check_audio_tokens()
 
     @property
     def pad_code(self) -> int:
+        """The (first) delay pad: codes >= ``pad_code`` are pads."""
         return self.codebook_size
+
+    def _check_audio_tokens(self) -> None:
+        # the release's vocabulary has C x (K + C) audio ids; another K would shift every id
+        c, k = self.num_codebooks, self.codebook_size
+        last = self.tokenizer.convert_tokens_to_ids(official_audio_token(c - 1, k + c - 1, k))
+        if last != self.ids.audio_base + c * (k + c) - 1:
+            raise ValueError(
+                f"the tokenizer's audio tokens do not hold {c} x ({k} + {c}) ids from <|audio_0_0|>; "
+                "set --data.init_args.codebook_size / num_codebooks to the release's (8 x 1024)"
+            )
 
     # ------------------------------------------------------------------ building
 
@@ -96,6 +123,10 @@ class TokenLayout:
         """Lay out ``sample``. With ``prompt_only`` stop right where the model starts answering
         (after ``<|im_start|>assistant\\n<|speaker|>`` of the last turn): the generation prompt."""
         self._check_codec(sample)
+        if self.profile == "official":
+            from .layout_official import build_official
+
+            return build_official(self, sample, prompt_only, _Builder(self.num_codebooks))
         b = _Builder(self.num_codebooks)
         ids = self.ids
         if sample.system:
@@ -130,14 +161,32 @@ class TokenLayout:
             b.text(self._tok("\n"))
         return b.finish(key=sample.key, source=sample.shard, task=sample.task)
 
+    def delayed(self, codes) -> np.ndarray:
+        """[C, T] codes -> [T + C - 1, C] audio positions (empty without codes)."""
+        if codes is None:
+            return np.zeros((0, self.num_codebooks), np.int64)
+        return delay(np.asarray(codes, dtype=np.int64), self.pad_code, self.delay_pads).T
+
+    def frame_ids(self, frames: np.ndarray):
+        """Input ids of audio positions: ``<|frame|>`` (qinyu) or codebook 0's audio id (official)."""
+        if self.profile == "official":
+            return self.ids.audio_base + frames[:, 0]
+        return self.ids.frame
+
     def _interleave(self, b: _Builder, text: list[int], codes, supervised: bool) -> None:
-        audio = delay(codes, self.pad_code).T if codes is not None else np.zeros((0, self.num_codebooks), np.int64)
+        # the release's rule: the block pair in which either stream runs out is the last one
+        # and takes everything left of both, text first (see the module docstring)
+        audio = self.delayed(codes)
         ti = ai = k = 0
-        while ti < len(text) or ai < len(audio):
+        while True:
             n, m = self.pairs[min(k, len(self.pairs) - 1)]
+            if ti + n >= len(text) or ai + m >= len(audio):
+                n, m = len(text) - ti, len(audio) - ai
             b.text(text[ti : ti + n], supervised)
-            b.frames(audio[ai : ai + m], self.ids.frame, supervised)
+            b.frames(audio[ai : ai + m], self.frame_ids(audio[ai : ai + m]), supervised)
             ti, ai, k = ti + n, ai + m, k + 1
+            if ti >= len(text) and ai >= len(audio):
+                return
 
     def _tok(self, text: str) -> list[int]:
         ids = self._text_cache.get(text)
@@ -176,8 +225,7 @@ class TokenLayout:
         ids = seq.input_ids
         if len(ids) <= length:
             return seq
-        starts, ends = np.flatnonzero(ids == self.ids.audio_start), np.flatnonzero(ids == self.ids.audio_end)
-        for s, e in zip(starts, ends, strict=True):
+        for s, e in self.user_speech_spans(ids):
             if s < length <= e:
                 length = int(s)
                 break
@@ -187,11 +235,23 @@ class TokenLayout:
             seq.codes[:length],
             seq.target_mask[:length],
             speakers=seq.speakers[: int(np.isin(kept, [self.ids.speaker, self.ids.user_speaker]).sum())],
-            audio_features=seq.audio_features[: int((kept == self.ids.audio_start).sum())],
+            audio_features=seq.audio_features[: len(self.user_speech_spans(kept))],
             key=seq.key,
             source=seq.source,
             task=seq.task,
         )
+
+    def user_speech_spans(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """(start, end) of each complete or cut user-speech span: an audio-start id followed by a
+        placeholder (the official profile also wraps a speech-only assistant turn in start/end)."""
+        starts = np.flatnonzero(ids == self.ids.audio_start)
+        ends = np.flatnonzero(ids == self.ids.audio_end)
+        spans = []
+        for s in starts:
+            if s + 1 < len(ids) and ids[s + 1] == self.ids.audio:
+                after = ends[ends > s]
+                spans.append((int(s), int(after[0]) if len(after) else len(ids)))
+        return spans
 
     # ------------------------------------------------------------------ reading
 
@@ -205,7 +265,7 @@ class TokenLayout:
         while t < len(seq):
             star = "*" if seq.target_mask[t] else ""
             if seq.codes[t, 0] >= 0:
-                codes = " ".join("_" if c == self.pad_code else str(c) for c in seq.codes[t])
+                codes = " ".join("_" if c >= self.pad_code else str(c) for c in seq.codes[t])
                 out.append(f"{star}[{codes}]")
                 t += 1
                 continue
@@ -238,10 +298,11 @@ class _Builder:
         self.codes.append(np.full((len(ids), self.num_codebooks), -1, dtype=np.int64))
         self.mask.append(np.full(len(ids), supervised))
 
-    def frames(self, frames: np.ndarray, frame_id: int, supervised: bool) -> None:
+    def frames(self, frames: np.ndarray, frame_id, supervised: bool) -> None:
+        """``frame_id``: one input id for every frame, or one per frame."""
         if not len(frames):
             return
-        self.ids.append(np.full(len(frames), frame_id, dtype=np.int64))
+        self.ids.append(np.broadcast_to(np.asarray(frame_id, dtype=np.int64), (len(frames),)).copy())
         self.codes.append(np.asarray(frames, dtype=np.int64))
         self.mask.append(np.full(len(frames), supervised))
 

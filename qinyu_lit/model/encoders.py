@@ -14,7 +14,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
 from ..data.errors import QinYuError, check_config_dict
 from .attention import resolve_attn_implementation  # also registers qinyu_varlen with transformers
 
-ENCODER_TYPES = ("fun_asr_nano", "whisper")
+ENCODER_TYPES = ("fun_asr_nano", "whisper", "sense_voice")
 
 
 def _dtype(name: str | None):
@@ -49,6 +49,14 @@ def build_audio_encoder(spec: str | dict, kind: str = "fun_asr_nano", dtype: str
     """
     if kind not in ENCODER_TYPES:
         raise ValueError(f"audio_encoder_type must be one of {ENCODER_TYPES}, got {kind!r}")
+    if kind == "sense_voice":  # the release's SenseVoiceSmall: a dict config or a saved SenseVoiceEncoder
+        from transformers.models.fun_asr_nano.configuration_fun_asr_nano import FunAsrNanoEncoderConfig
+
+        from .sense_voice import SenseVoiceEncoder
+
+        if isinstance(spec, dict):
+            return SenseVoiceEncoder(FunAsrNanoEncoderConfig(**spec))
+        return SenseVoiceEncoder.from_pretrained(spec, dtype=_dtype(dtype))
     if kind == "fun_asr_nano":
         from transformers.models.fun_asr_nano.configuration_fun_asr_nano import FunAsrNanoEncoderConfig
         from transformers.models.fun_asr_nano.modeling_fun_asr_nano import FunAsrNanoEncoder as Encoder
@@ -80,7 +88,12 @@ def run_audio_encoder(encoder: nn.Module, features: torch.Tensor, lens: torch.Te
 
     For FunAsrNano ``n_i`` equals the number of LFR frames; for Whisper the features are
     padded to its fixed 30 s window and the first ``ceil(frames / 2)`` outputs are kept.
+    SenseVoice (``sense_voice``) prepends its 4 query frames: ``n_i`` = LFR frames + 4.
     """
+    if kind == "sense_voice":
+        from .sense_voice import run_sense_voice
+
+        return run_sense_voice(encoder, features, lens)
     if kind == "fun_asr_nano":
         mask = (torch.arange(features.shape[1], device=features.device)[None] < lens[:, None]).long()
         hidden = encoder(input_features=features, input_features_mask=mask).last_hidden_state

@@ -7,6 +7,10 @@
     backbone hidden -> [LM head | codebook-0 head]  (one softmax: text vocab + codebook 0)
                     -> 7 heads for codebooks 1..7
 
+The released VITA-QinYu (``qinyu-lit convert-official``) is the same model with other options:
+``heads: shared`` (one lm_head, codebooks as its slices: ``heads.py``), ``delay_pads: positional``
+(K + C rows per codebook), ``speaker_projector: mlp``, ``adapter_bias: false``, ``sense_voice``.
+
 Nothing of the backbone is forked or edited: placeholders in ``input_ids`` are swapped
 for the injected embeddings, and the decoder runs on ``inputs_embeds`` with
 ``position_ids`` that restart per packed sample (transformers derives the block-diagonal
@@ -26,12 +30,13 @@ from ..data.tokenizer import load_tokenizer, special_ids
 from .attention import packed_attention_kwargs
 from .config import QinYuConfig
 from .encoders import build_audio_encoder, build_backbone, encoder_width, run_audio_encoder
+from .heads import SharedHeads
 from .weights import load_exported, save_exported
 
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor  # Eq. 3 averaged over supervised positions
+    loss: torch.Tensor  # Eq. 3 averaged over supervised positions (``loss: official``: the release's sum)
     text_loss: torch.Tensor  # CE over text-target positions
     audio_loss: torch.Tensor  # mean-of-8 CE over audio-target positions
     codebook_loss: torch.Tensor  # [C] mean CE of each codebook over audio positions
@@ -45,8 +50,8 @@ class QinYuModel(nn.Module):
     def __init__(self, config: QinYuConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = load_tokenizer(config.tokenizer)
-        self.ids = special_ids(self.tokenizer)
+        self.tokenizer = load_tokenizer(config.tokenizer, config.token_layout)
+        self.ids = special_ids(self.tokenizer, config.token_layout)
         self.backbone = build_backbone(config.backbone, config.attn_implementation, config.dtype)
         if len(self.tokenizer) > self.backbone.get_input_embeddings().num_embeddings:
             self.backbone.resize_token_embeddings(len(self.tokenizer))
@@ -63,17 +68,31 @@ class QinYuModel(nn.Module):
             self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_type, config.dtype)
             self.audio_encoder.requires_grad_(False).eval()  # frozen in every stage (paper): no dropout either
             width = encoder_width(self.audio_encoder)
+            bias = config.adapter_bias
             self.adapter = nn.Sequential(
-                nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+                nn.LayerNorm(width), nn.Linear(width, hidden, bias=bias), nn.GELU(), nn.Linear(hidden, hidden, bias=bias)
             ).to(dtype)
-        self.speaker_proj = nn.Linear(config.speaker_dim, hidden).to(dtype)
+        if config.speaker_projector == "mlp":  # the release's SpeakerProjector: LN, Linear, GELU, Linear, no biases
+            dim = config.speaker_dim
+            self.speaker_proj = nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, hidden, bias=False), nn.GELU(), nn.Linear(hidden, hidden, bias=False)
+            ).to(dtype)
+        else:
+            self.speaker_proj = nn.Linear(config.speaker_dim, hidden).to(dtype)
 
-        k = config.codebook_size + 1  # + the delay pad
+        k = self.rows_per_codebook  # codes + the delay pad(s)
         self.codebook_embed = nn.Embedding(config.num_codebooks * k, hidden).to(dtype)  # one table, offset per codebook
         std = getattr(self.backbone.config.get_text_config(), "initializer_range", 0.02)
         nn.init.normal_(self.codebook_embed.weight, std=std)
-        self.code0_head = nn.Linear(hidden, k, bias=False).to(dtype)  # the LM head's extension
-        self.code_heads = nn.ModuleList(nn.Linear(hidden, k, bias=False).to(dtype) for _ in range(config.num_codebooks - 1))
+        self.shared = None
+        if config.heads == "shared":  # the release: the backbone's lm_head already holds the audio rows
+            self.shared = SharedHeads(self.ids.audio_base, k, config.num_codebooks)
+            self._check_shared_vocab()
+        else:
+            self.code0_head = nn.Linear(hidden, k, bias=False).to(dtype)  # the LM head's extension
+            self.code_heads = nn.ModuleList(
+                nn.Linear(hidden, k, bias=False).to(dtype) for _ in range(config.num_codebooks - 1)
+            )
         self.register_buffer("code_offsets", torch.arange(config.num_codebooks) * k, persistent=False)
 
     # ------------------------------------------------------------------ sizes
@@ -86,6 +105,33 @@ class QinYuModel(nn.Module):
     @property
     def pad_code(self) -> int:
         return self.config.codebook_size
+
+    @property
+    def rows_per_codebook(self) -> int:
+        """Values of one codebook: the codes, then one pad (``single``) or C positional pads."""
+        pads = self.config.num_codebooks if self.config.delay_pads == "positional" else 1
+        return self.config.codebook_size + pads
+
+    def audio_class(self, value):
+        """Class of codebook-0 value ``value`` in the head-0 (text + codebook 0) space."""
+        return self.text_vocab + value if self.shared is None else self.shared.code0_class(value)
+
+    def split_class(self, choice: int) -> tuple[bool, int]:
+        """A head-0 class -> (True, codebook-0 value) or (False, text token id); for decoding."""
+        first = self.audio_class(0)
+        if first <= choice < first + self.rows_per_codebook:
+            return True, choice - first
+        return False, choice if self.shared is None else self.shared.token_of_class(choice)
+
+    def _check_shared_vocab(self) -> None:
+        rows, end = self.backbone.get_output_embeddings().out_features, self.shared.block_start
+        end += self.shared.block_width
+        if self.config.token_layout != "official" or rows < end:
+            raise ValueError(
+                f"heads: shared needs token_layout: official and a vocabulary holding the {self.config.num_codebooks}"
+                f" x {self.rows_per_codebook} audio tokens (up to id {end}); the backbone has {rows} rows "
+                "(model.init_args.net.heads / token_layout / tokenizer)"
+            )
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str | None = None) -> QinYuModel:
@@ -117,7 +163,7 @@ class QinYuModel(nn.Module):
             embeds = embeds.masked_scatter(is_audio[..., None], frames)
         is_speaker = (ids == self.ids.speaker) | (ids == self.ids.user_speaker)
         if is_speaker.any():
-            spk = batch["speakers"].to(embeds.device, self.speaker_proj.weight.dtype)
+            spk = batch["speakers"].to(embeds.device, next(self.speaker_proj.parameters()).dtype)
             if spk.shape[0] != int(is_speaker.sum()) or spk.shape[-1] != self.config.speaker_dim:
                 raise ValueError(
                     f"batch has {int(is_speaker.sum())} speaker placeholders but speaker embeddings of shape "
@@ -155,12 +201,16 @@ class QinYuModel(nn.Module):
         return out.last_hidden_state
 
     def head0_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The extended LM head: [..., text_vocab + codebook_size + 1]."""
+        """The extended LM head: [..., text_vocab + codebook_size + 1] (shared: the vocabulary minus codebooks 1..)."""
         lm = self.backbone.get_output_embeddings()(hidden)
+        if self.shared is not None:
+            return self.shared.head0(lm)
         return torch.cat([lm, self.code0_head(hidden).to(lm.dtype)], dim=-1)
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Codebooks 1..C-1: [..., C-1, codebook_size + 1]."""
+        """Codebooks 1..C-1: [..., C-1, rows_per_codebook]."""
+        if self.shared is not None:
+            return self.shared.codes(self.backbone.get_output_embeddings()(hidden))
         return torch.stack([head(hidden) for head in self.code_heads], dim=-2)
 
     def forward(self, batch: dict) -> LossOutput:
@@ -175,8 +225,13 @@ class QinYuModel(nn.Module):
         next_ids = batch["input_ids"][:, 1:][mask]
         next_codes = batch["codes"][:, 1:][mask]
         is_audio = next_codes[:, 0] >= 0
-        target0 = torch.where(is_audio, self.text_vocab + next_codes[:, 0], next_ids)
-        logits0 = self.head0_logits(h).float()
+        if self.shared is None:
+            target0 = torch.where(is_audio, self.text_vocab + next_codes[:, 0], next_ids)
+            logits0 = self.head0_logits(h).float()
+        else:  # one lm_head pass serves head 0 and the codebook slices
+            target0 = torch.where(is_audio, self.shared.code0_class(next_codes[:, 0]), self.shared.text_class(next_ids))
+            lm = self.backbone.get_output_embeddings()(h)
+            logits0 = self.shared.head0(lm).float()
         ce0 = F.cross_entropy(logits0, target0, reduction="none")
         correct0 = logits0.argmax(-1) == target0
 
@@ -184,15 +239,21 @@ class QinYuModel(nn.Module):
         # out: cheaper than selecting the audio ones, which would read a count on the host each step
         audio = is_audio.float()
         num_audio, num_text = audio.sum(), (1 - audio).sum()
-        logits_rest = self.code_logits(h).float()  # [N, C-1, K]
+        rest = self.code_logits(h) if self.shared is None else self.shared.codes(lm)
+        logits_rest = rest.float()  # [N, C-1, K]
         targets_rest = torch.where(is_audio[:, None], next_codes[:, 1:], 0)
         ce_rest = F.cross_entropy(logits_rest.transpose(1, 2), targets_rest, reduction="none")  # [N, C-1]
         ce_all = torch.cat([ce0[:, None], ce_rest], dim=1)  # [N, C]
         per_position = torch.where(is_audio, ce_all.mean(1), ce0)
         correct_all = torch.cat([correct0[:, None], logits_rest.argmax(-1) == targets_rest], 1).float()
         per_audio, per_text = audio / num_audio.clamp(min=1), (1 - audio) / num_text.clamp(min=1)
+        loss = per_position.mean() if len(per_position) else hidden.sum() * 0.0
+        if self.config.loss == "official" and len(per_position):
+            # the release's compute_xy_loss: mean CE of text + codebook 0 over all targets, plus the mean over
+            # codebooks 1..C-1 of their mean CE at audio targets (equal counts: one mean over [A, C-1])
+            loss = ce0.mean() + (ce_rest.mean(1) * per_audio).sum()
         return LossOutput(
-            loss=per_position.mean() if len(per_position) else hidden.sum() * 0.0,
+            loss=loss,
             text_loss=(per_position * per_text).sum().detach(),
             audio_loss=(per_position * per_audio).sum().detach(),
             codebook_loss=(ce_all * per_audio[:, None]).sum(0).detach(),

@@ -78,3 +78,17 @@ class Sampler:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         return self._generator
+
+
+def repetition_penalty(logits: torch.Tensor, recent: list[int], penalty: float) -> torch.Tensor:
+    """The released VITA-QinYu's penalty on recent codebook-0 classes, applied once per occurrence.
+
+    Each class in ``recent`` (repeats included) has its logit divided by ``penalty`` if positive,
+    multiplied if negative: a class seen twice in the window is penalised by ``penalty ** 2``.
+    (transformers' ``RepetitionPenaltyLogitsProcessor`` penalises a repeated id once; the release
+    builds its set from tensors, which hash by identity, so every occurrence counts.)
+    """
+    out = logits.clone()
+    for cls in recent:
+        out[cls] = out[cls] * penalty if out[cls] < 0 else out[cls] / penalty
+    return out

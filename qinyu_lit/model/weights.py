@@ -91,6 +91,7 @@ def _sizes(config: QinYuConfig, state: dict, model: QinYuModel) -> dict:
         "num_codebooks": config.num_codebooks,
         "codebook_size": config.codebook_size,
         "speaker_dim": config.speaker_dim,
+        "heads / delay_pads / speaker_projector": (config.heads, config.delay_pads, config.speaker_projector),
     }
 
 

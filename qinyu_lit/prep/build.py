@@ -100,8 +100,8 @@ def build(
     manifest: str,
     out: str,
     tokenizer: str = "Qwen/Qwen3-8B",
-    codec: str | dict = "kyutai/mimi",
-    codec_class: str = "qinyu_lit.prep.codecs.MimiCodec",
+    codec: str | dict | None = None,
+    codec_class: str = "auto",
     num_quantizers: int = 8,
     speaker_encoder: str | dict | None = None,
     user_speakers: bool = True,
@@ -123,10 +123,13 @@ def build(
         manifest: the JSONL manifest; relative paths in it are relative to its folder.
         out: output folder: ``shard-NNNNNN.tar``, ``index.json``, ``skipped.jsonl``, ``voices/``.
         tokenizer: tokenizer name or folder, used to count text tokens for the index.
-        codec: pretrained codec name or folder (``kyutai/mimi``), or a dict of config fields
-            for a randomly initialised codec (``{}`` = full-size Mimi; tests use a tiny one).
+        codec: the XY-Tokenizer checkpoint folder (the default codec: 8 x 1024 at 12.5 Hz, what the
+            recipes assume; docs/data.md) or a dict ``{checkpoint, source, module}`` naming your
+            install; or a Mimi: ``kyutai/mimi`` (8 x 2048: set ``data.codebook_size 2048``) or a
+            dict of ``MimiConfig`` fields for a randomly initialised one (tests, demos).
         codec_class: import path of an ``AudioCodec`` subclass; it is called with ``model``,
-            ``num_quantizers``, ``device`` and ``seed``.
+            ``num_quantizers``, ``device`` and ``seed``. ``auto``: ``XYTokenizerCodec``, or
+            ``MimiCodec`` when ``codec`` names a Mimi.
         num_quantizers: codebooks per frame (8 in the paper; must match ``data.num_codebooks``).
         speaker_encoder: ``WavLMForXVector`` name (``microsoft/wavlm-base-plus-sv``) or a dict of
             ``WavLMConfig`` fields; ``None`` takes speaker vectors only from ``.npy`` files.
@@ -352,11 +355,11 @@ class ShardBuilder:
 
     def __init__(self, options: BuildOptions):
         from ..data.tokenizer import load_tokenizer
-        from .codecs import load_codec
+        from .codecs import load_codec, resolve_codec_class
 
         self.options = options
         self.codec = load_codec(
-            options.codec_class,
+            resolve_codec_class(options.codec_class, options.codec),
             model=options.codec,
             num_quantizers=options.num_quantizers,
             device=options.device,

@@ -34,7 +34,8 @@ class PersonaStage(QinYuStage):
         lora_alpha: LoRA scale numerator (update scaled by ``lora_alpha / lora_r``).
         lora_dropout: dropout on the LoRA input.
         target_modules: module names that get LoRA (Qwen3 / Llama names by default).
-        train_heads: also train the codebook-0 head extension and the codebook heads 1..7.
+        train_heads: also train the codebook-0 head extension and the codebook heads 1..7 (separate heads only;
+            with ``heads: shared`` put ``lm_head`` in ``target_modules``).
         train_audio_embeddings: also train the codebook embeddings (audio-token input rows).
         train_token_rows: also train the special-token embedding rows (peft ``trainable_token_indices``).
     """
@@ -53,6 +54,11 @@ class PersonaStage(QinYuStage):
         train_token_rows: bool = False,
         **kwargs,  # everything else of QinYuStage (optimizer, init_from, validation options, ...)
     ):
+        if train_heads and net.heads == "shared":
+            raise ValueError(
+                "model.init_args.train_heads: with net.heads: shared the codebook heads are rows of the backbone's "
+                "lm_head; add lm_head to model.init_args.target_modules (LoRA on the one head) instead"
+            )
         if trainable is None:
             trainable = ["backbone.*lora_A.*", "backbone.*lora_B.*"]
             trainable += ["code0_head.*", "code_heads.*"] if train_heads else []

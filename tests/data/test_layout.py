@@ -68,8 +68,9 @@ def test_tts_interleaves_1_8_then_4_8_with_delay_pads(layout):
     e = Expect(layout)
     e.ids_([ids.im_start]).text("user\n").text("Convert the text to speech.\n" + text).ids_([ids.im_end]).text("\n")
     e.ids_([ids.im_start]).text("assistant\n").ids_([ids.speaker])
-    # Eq. 1 with pattern 1 8 4 8: Y[0:1] Z[0:8] Y[1:5] Z[8:12] Y[5:6], then <|im_end|>
-    e.ids_(y[0:1], True).audio(a[0:8]).ids_(y[1:5], True).audio(a[8:12]).ids_(y[5:6], True)
+    # pattern 1 8 4 8: Y[0:1] Z[0:8], then the speech runs out in the second pair, which takes all
+    # the rest, text first: Y[1:6] Z[8:12] (before the release's tail rule: Y[1:5] Z[8:12] Y[5:6])
+    e.ids_(y[0:1], True).audio(a[0:8]).ids_(y[1:6], True).audio(a[8:12])
     e.ids_([ids.im_end], True).text("\n")
     e.check(seq)
     assert len(seq.speakers) == 1 and seq.speakers[0] is agent
@@ -165,6 +166,38 @@ def test_roleplay_and_singing(layout):
     e.ids_([star], True).audio(a[0:8]).ids_([moon], True).audio(a[8:16]).audio(a[16:17])
     e.ids_([ids.im_end], True).text("\n")
     e.check(seq)
+
+
+def _runs(seq):
+    """The supervised reply as run lengths: 'T1 A8 ...' (text / audio positions), <|im_end|> left out."""
+    kinds = ["A" if c >= 0 else "T" for c in seq.codes[seq.target_mask][:-1, 0]]
+    out = []
+    for k in kinds:
+        if out and out[-1][0] == k:
+            out[-1][1] += 1
+        else:
+            out.append([k, 1])
+    return " ".join(f"{k}{n}" for k, n in out)
+
+
+@pytest.mark.parametrize(
+    ("words", "num_frames", "expected"),
+    [
+        # text outlasts speech: the pair where the speech runs out takes all the remaining text,
+        # then the last audio (was T1 A8 T4 A8 T4 A8 T4 A3 T17, text trailing alone)
+        (30, 20, "T1 A8 T4 A8 T4 A8 T21 A3"),
+        # speech outlasts text: the remaining audio follows the last text
+        (3, 20, "T1 A8 T2 A19"),
+        (5, 1, "T5 A8"),  # 1 frame = 8 positions: the first pair is the last and takes all 5 words
+        (0, 2, "A9"),
+    ],
+)
+def test_interleave_tail_follows_the_release(demo_dir, layout, words, num_frames, expected):
+    pool = "world music river mountain friend".split()  # one token each after a space
+    text = " ".join((["hello"] + [pool[i % 5] for i in range(words - 1)])[:words])
+    assert len(layout.tokenizer(text, add_special_tokens=False)["input_ids"]) == words
+    seq = layout.build(Sample("k", "tts", [Turn("user", "x"), Turn("assistant", text, codes=frames(num_frames))], CODEC))
+    assert _runs(seq) == expected
 
 
 def test_prompt_only_stops_where_the_answer_starts(layout):
