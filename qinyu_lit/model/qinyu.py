@@ -161,6 +161,16 @@ class QinYuModel(nn.Module):
     def forward(self, batch: dict) -> LossOutput:
         return self.loss(batch)
 
+    def _untouched_zero(self) -> torch.Tensor:
+        """0 x every trainable parameter outside the backbone: a batch without audio targets, speakers or
+        user speech leaves heads, codebook embeddings, projector or adapter without gradients, and plain
+        DDP (no ``find_unused_parameters``, or ``static_graph``) hangs when ranks disagree on that set.
+        Costs one sum per tensor of these small parts."""
+        parts = [self.code0_head, self.code_heads, self.codebook_embed, self.speaker_proj]
+        parts += [self.adapter] if self.audio_encoder is not None else []
+        terms = [p.sum() for m in parts for p in m.parameters() if p.requires_grad]
+        return torch.stack(terms).sum() * 0.0 if terms else self.code0_head.weight.new_zeros(())
+
     def loss(self, batch: dict) -> LossOutput:
         """Paper Eq. 2-3. Position t predicts the content of t+1 where ``target_mask[t+1]``;
         a text target costs its CE, an audio target the mean CE of its C codebooks."""
@@ -191,8 +201,9 @@ class QinYuModel(nn.Module):
             cb_correct = torch.cat([correct0[is_audio][:, None], correct_rest], 1).float().sum(0)
         is_text = ~is_audio
         zero = per_position.new_zeros(())
+        loss = per_position.mean() if len(per_position) else hidden.sum() * 0.0 + self.head0_logits(hidden[:, :1]).sum() * 0.0
         return LossOutput(
-            loss=per_position.mean() if len(per_position) else hidden.sum() * 0.0,
+            loss=loss + self._untouched_zero(),
             text_loss=per_position[is_text].mean().detach() if is_text.any() else zero,
             audio_loss=per_position[is_audio].mean().detach() if num_audio else zero,
             codebook_loss=cb_loss,
