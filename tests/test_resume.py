@@ -84,11 +84,12 @@ def _config(demo_dir: Path, run_dir: Path, kill: int | None) -> Path:
     return path
 
 
-def _fit(config: Path, *extra: str) -> subprocess.Popen:
+def _fit(config: Path, *extra: str, cwd: Path = ROOT) -> subprocess.Popen:
+    """``qinyu-lit fit --config CONFIG EXTRA...`` in its own process group (kill it with ``os.killpg``)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "qinyu_lit.cli", "fit", "--config", str(config), *extra]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
 
 
