@@ -35,6 +35,7 @@ from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
+from .stages.resume import explain_missing_last
 
 
 class QinYuCLI(LightningCLI):
@@ -45,6 +46,9 @@ class QinYuCLI(LightningCLI):
         parser.link_arguments("data.init_args.num_codebooks", "model.init_args.net.num_codebooks")
         parser.link_arguments("data.init_args.codebook_size", "model.init_args.net.codebook_size")
         parser.link_arguments("data.init_args.token_layout", "model.init_args.net.token_layout")
+
+    def before_fit(self) -> None:
+        explain_missing_last(self.trainer, self.config[self.subcommand].get("ckpt_path"))
 
 
 def lightning_main(args: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
     from qinyu_lit.inference import load_codec, load_model, reply_to, write_wav
     from qinyu_lit.model.sampling import Sampler
 
-    model = load_model("runs/tiny_sft/version_0/checkpoints/last.ckpt")   # or an exported directory
+    model = load_model("checkpoints/tiny_sft/last.ckpt")   # or an exported directory
     reply = reply_to(model, audio="question.wav", speaker="voice.npy",
                      audio_sampler=Sampler(temperature=0.8, top_k=50, seed=0))
     reply.text, reply.codes                        # str, LongTensor [8, frames]

@@ -11,7 +11,8 @@ from qinyu_lit.cli import main
 TINY_SFT = str(Path(__file__).parents[1] / "recipes" / "tiny" / "sft.yaml")
 
 
-def test_tiny_sft_fit_writes_tensorboard_and_a_checkpoint(demo_dir, tmp_path):
+def test_tiny_sft_fit_writes_tensorboard_and_a_checkpoint(demo_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recipe's checkpoint dirpath (checkpoints/tiny_sft) is relative
     main([
         "fit", "--config", TINY_SFT,
         "--data.init_args.train", str(demo_dir / "train"),
@@ -22,7 +23,7 @@ def test_tiny_sft_fit_writes_tensorboard_and_a_checkpoint(demo_dir, tmp_path):
         "--trainer.logger.init_args.save_dir", str(tmp_path),
     ])  # fmt: skip
     run = glob.glob(str(tmp_path / "tiny_sft" / "version_*"))[0]
-    assert glob.glob(f"{run}/checkpoints/last.ckpt")
+    assert (tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt").is_file()
     events = EventAccumulator(run)
     events.Reload()
     tags = set(events.Tags()["scalars"])

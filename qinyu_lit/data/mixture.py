@@ -23,6 +23,7 @@ import glob
 import json
 import os
 import tarfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,9 @@ def _index_counts(shard: str) -> int | None:
     index = Path(shard).parent / "index.json"
     if not index.exists():
         return None
-    cache = _INDEX_CACHE.get(str(index))
+    stat = index.stat()
+    cache_key = (str(index), stat.st_mtime_ns, stat.st_size)  # a rewritten index is read again
+    cache = _INDEX_CACHE.get(cache_key)
     if cache is None:
         try:
             doc = json.loads(index.read_text())
@@ -136,11 +139,18 @@ def _index_counts(shard: str) -> int | None:
             )
             if name and isinstance(n, int):
                 cache[os.path.basename(str(name))] = n
-        _INDEX_CACHE[str(index)] = cache
+        _INDEX_CACHE[cache_key] = cache
     return cache.get(os.path.basename(shard))
 
 
-_INDEX_CACHE: dict[str, dict[str, int]] = {}
+_INDEX_CACHE: dict[tuple, dict[str, int]] = {}
+
+
+class UncheckedCountsWarning(UserWarning):
+    """Shards without an ``index.json`` entry: samples lost to truncation cannot be detected or counted."""
+
+
+_UNCHECKED_WARNED: set[str] = set()
 
 
 def scan_count(shard: str) -> int:
@@ -161,7 +171,26 @@ def scan_count(shard: str) -> int:
 
 
 def shard_counts(shards: Sequence[str]) -> list[int]:
-    return [c if (c := _index_counts(s)) is not None else scan_count(s) for s in shards]
+    """Samples per shard: from ``index.json`` (then the reader warns about and counts every sample a
+    damaged shard lacks), else from the tar headers, which cannot tell a truncated shard from a short one."""
+    counts, unindexed = [], []
+    for s in shards:
+        c = _index_counts(s)
+        if c is None:
+            unindexed.append(s)
+            c = scan_count(s)
+        counts.append(c)
+    folders = sorted({os.path.dirname(s) for s in unindexed} - _UNCHECKED_WARNED)
+    if folders:
+        _UNCHECKED_WARNED.update(folders)
+        warnings.warn(
+            f"{len(unindexed)} shard(s) in {', '.join(folders)} have no index.json entry: their sample counts come "
+            "from the tar headers, so samples lost to a truncated shard cannot be detected or counted "
+            "(shards written by qinyu-lit data build, demo-data, persona-data or prep.writer.write_shard have one)",
+            UncheckedCountsWarning,
+            stacklevel=2,
+        )
+    return counts
 
 
 @dataclass

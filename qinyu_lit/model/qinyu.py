@@ -216,6 +216,17 @@ class QinYuModel(nn.Module):
     def forward(self, batch: dict) -> LossOutput:
         return self.loss(batch)
 
+    def _untouched_zero(self) -> torch.Tensor:
+        """0 x every trainable parameter outside the backbone: a batch without audio targets, speakers or
+        user speech leaves heads, codebook embeddings, projector or adapter without gradients, and plain
+        DDP (no ``find_unused_parameters``, or ``static_graph``) hangs when ranks disagree on that set.
+        Costs one sum per tensor of these small parts."""
+        parts = [self.codebook_embed, self.speaker_proj]
+        parts += [self.code0_head, self.code_heads] if self.shared is None else []  # shared: the backbone's lm_head
+        parts += [self.adapter] if self.audio_encoder is not None else []
+        terms = [p.sum() for m in parts for p in m.parameters() if p.requires_grad]
+        return torch.stack(terms).sum() * 0.0 if terms else self.codebook_embed.weight.new_zeros(())
+
     def loss(self, batch: dict) -> LossOutput:
         """Paper Eq. 2-3. Position t predicts the content of t+1 where ``target_mask[t+1]``;
         a text target costs its CE, an audio target the mean CE of its C codebooks."""
@@ -247,13 +258,13 @@ class QinYuModel(nn.Module):
         per_position = torch.where(is_audio, ce_all.mean(1), ce0)
         correct_all = torch.cat([correct0[:, None], logits_rest.argmax(-1) == targets_rest], 1).float()
         per_audio, per_text = audio / num_audio.clamp(min=1), (1 - audio) / num_text.clamp(min=1)
-        loss = per_position.mean() if len(per_position) else hidden.sum() * 0.0
+        loss = per_position.mean() if len(per_position) else hidden.sum() * 0.0 + self.head0_logits(hidden[:, :1]).sum() * 0.0
         if self.config.loss == "official" and len(per_position):
             # the release's compute_xy_loss: mean CE of text + codebook 0 over all targets, plus the mean over
             # codebooks 1..C-1 of their mean CE at audio targets (equal counts: one mean over [A, C-1])
             loss = ce0.mean() + (ce_rest.mean(1) * per_audio).sum()
         return LossOutput(
-            loss=loss,
+            loss=loss + self._untouched_zero(),
             text_loss=(per_position * per_text).sum().detach(),
             audio_loss=(per_position * per_audio).sum().detach(),
             codebook_loss=(ce_all * per_audio[:, None]).sum(0).detach(),

@@ -395,7 +395,7 @@ class ShardBuilder:
         stats = self._stats(path, samples, skipped)
         # the sidecar goes first: a shard under its final name always has its statistics
         _atomic_write(_sidecar(path.parent / ".build", path), json.dumps(stats, indent=1))
-        write_shard(samples, path)
+        write_shard(samples, path, index=False)  # the whole index.json is written at the end (_write_index)
         return stats
 
     def _load(self, row: ManifestRow) -> dict[int, tuple[np.ndarray, int]]:

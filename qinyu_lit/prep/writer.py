@@ -4,26 +4,37 @@ Every sample goes through the schema validator (``decode_sample``) before it is 
 so a shard on disk only holds samples the reader accepts. A shard is written under a
 temporary name and renamed when complete: a crash never leaves a half shard under a
 final name, and shards already finished are never touched again.
+
+Each shard is recorded in ``index.json`` beside it (its sample count, the codec), which is how
+the reader tells a truncated shard from a short one. Writers running in parallel into one folder
+(``qinyu-lit data build``) pass ``index=False`` and write the whole index themselves at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import webdataset as wds
 
-from ..data.schema import Sample, decode_sample, encode_sample
+from ..data.index import INDEX_FORMAT
+from ..data.schema import SCHEMA_VERSION, Sample, decode_sample, encode_sample
+
+INDEX_NAME = "index.json"
 
 
 def shard_name(index: int, prefix: str = "shard") -> str:
     return f"{prefix}-{index:06d}.tar"
 
 
-def write_shard(samples: Iterable[Sample], path: str | Path) -> int:
-    """Write ``samples`` to one tar at ``path`` (atomically). Returns the sample count."""
+def write_shard(samples: Iterable[Sample], path: str | Path, index: bool = True) -> int:
+    """Write ``samples`` to one tar at ``path`` (atomically) and, with ``index``, record it in the
+    folder's ``index.json``. Returns the sample count."""
     path = Path(path)
+    codecs = set()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     count = 0
@@ -34,12 +45,35 @@ def write_shard(samples: Iterable[Sample], path: str | Path) -> int:
                 raw = encode_sample(sample)
                 decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
                 sink.write(raw)
+                codecs.add(json.dumps(dataclasses.asdict(sample.codec), sort_keys=True))
                 count += 1
     except BaseException:
         tmp.unlink(missing_ok=True)  # an unfinished shard is dropped whole; finished shards are untouched
         raise
     os.replace(tmp, path)
+    if index:
+        record_in_index(path, count, json.loads(codecs.pop()) if len(codecs) == 1 else None)
     return count
+
+
+def record_in_index(shard: Path, count: int, codec: dict | None) -> Path:
+    """Add or replace ``shard``'s entry (``{"path", "samples"}``) in ``index.json`` of its folder,
+    in the layout ``qinyu-lit data build`` writes (data/index.py reads it back)."""
+    index = shard.parent / INDEX_NAME
+    doc = json.loads(index.read_text()) if index.exists() else {"format": INDEX_FORMAT, "schema": SCHEMA_VERSION}
+    entries = [e for e in doc.get("shards", []) if e.get("path") != shard.name]
+    first = not entries
+    entries = sorted(entries + [{"path": shard.name, "samples": count}], key=lambda e: e["path"])
+    if first:
+        doc["codec"] = codec
+    elif doc.get("codec") != codec:
+        doc["codec"] = None  # mixed codecs: no set-wide codec to check (each sample still carries its own)
+    doc["shards"] = entries
+    doc.setdefault("totals", {})["samples"] = sum(e["samples"] for e in entries)
+    tmp = index.with_name(INDEX_NAME + ".partial")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    os.replace(tmp, index)
+    return index
 
 
 def write_shards(samples: Iterable[Sample], out_dir: str | Path, samples_per_shard: int = 1000, prefix: str = "shard") -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 
 import lightning as L
 import torch
@@ -17,13 +18,14 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
+from ..data.mixture import slot_range
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
 from ..model.flops import backbone_shape, matmul_parameters, packed_training_flops
 from ..model.qinyu import LossOutput, QinYuModel
 from ..prep.codecs import MimiCodec
 from .checkpoints import load_init
-from .resume import AtomicCheckpointIO
+from .resume import AtomicCheckpointIO, gather_counts, last_good_hint, restore_counts
 from .throughput import PackedThroughputMonitor, real_tokens
 
 
@@ -122,6 +124,8 @@ class QinYuStage(L.LightningModule):
         )
         self.max_nonfinite_steps = max_nonfinite_steps
         self._nonfinite_in_a_row = 0
+        self._window_nonfinite = False  # a NaN/inf loss since the last optimizer step (this rank)
+        self.skipped_step = False  # the last optimizer step was skipped (read by SampleLedger)
         self._data_counts: dict[str, float] = {}  # cumulative per-source samples/tokens and data stats (this rank)
         # validation / test metrics beyond the loss: per task, ASR WER/CER, speech pace (eval/validation.py)
         self.evaluators = torch.nn.ModuleDict(
@@ -166,14 +170,23 @@ class QinYuStage(L.LightningModule):
             hp["net"] = dataclasses.asdict(hp["net"])
         if not isinstance(hp.get("optimizer"), (dict, str, type(None))):
             hp["optimizer"] = getattr(hp["optimizer"], "__qualname__", repr(hp["optimizer"]))
+        # per-source sample/token counts, skipped samples and skipped steps continue after --ckpt_path
+        checkpoint["qinyu_counters"] = gather_counts(self._data_counts)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "qinyu_counters" in checkpoint and self._trainer is not None:
+            self._data_counts = restore_counts(checkpoint["qinyu_counters"], self.trainer.global_rank, self.trainer.world_size)
 
     # ------------------------------------------------------------------ steps
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_data(batch)
-        if self._skip_nonfinite(out.loss):
-            return None  # Lightning skips backward and the optimizer step (all ranks agree, see above)
+        if not torch.isfinite(out.loss.detach()):
+            # never None (DDP/FSDP cannot skip a rank's step): a zero loss still attached to the graph,
+            # so backward runs on every rank; ``optimizer_step`` then skips the update on all of them
+            self._window_nonfinite = True
+            return torch.nan_to_num(out.loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
         self._log_step("train", out, batch)
         self.flops_per_batch = self._batch_flops(batch)
         return out.loss
@@ -198,24 +211,36 @@ class QinYuStage(L.LightningModule):
         """This step's values reach the logger (Lightning's own test, so nothing is read for nothing)."""
         return self.trainer._logger_connector.should_update_logs
 
-    def _skip_nonfinite(self, loss: torch.Tensor) -> bool:
-        """NaN/inf loss: skip the step and count it; stop after ``max_nonfinite_steps`` in a row.
-        The ranks agree (one all-reduce) so none of them waits in backward for the others."""
-        bad = (~torch.isfinite(loss.detach())).float()
-        bad = self.trainer.strategy.reduce(bad, reduce_op="sum") > 0 if self.trainer.world_size > 1 else bool(bad)
-        if not bad:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Runs the closure (training_step + backward) itself, then steps only if every rank's losses
+        since the last step were finite: the ranks agree through one all-reduce, so all skip together."""
+        loss = optimizer_closure()
+        if self._skip_nonfinite():
+            optimizer.zero_grad(set_to_none=True)  # the skipped step's gradients never reach the weights
+            self.skipped_step = True
+            return
+        self.skipped_step = False
+        optimizer.step(closure=lambda: loss)  # clipping and on_before_optimizer_step run inside, as usual
+
+    def _skip_nonfinite(self) -> bool:
+        """NaN/inf loss on any rank: skip the step and count it; stop after ``max_nonfinite_steps`` in a row."""
+        bad = torch.tensor(float(self._window_nonfinite), device=self.device)
+        self._window_nonfinite = False
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bool(bad > 0):
             self._nonfinite_in_a_row = 0
             return False
         self._nonfinite_in_a_row += 1
         self._data_counts["nonfinite_steps"] = self._data_counts.get("nonfinite_steps", 0) + 1
-        self.log("train/nonfinite_steps", self._data_counts["nonfinite_steps"])
-        print(f"[qinyu-lit] step {self.global_step}: non-finite loss, step skipped "
+        self.log("train/nonfinite_steps", float(self._data_counts["nonfinite_steps"]))
+        print(f"[qinyu-lit] step {self.global_step}: non-finite loss, step skipped on every rank "
               f"({self._nonfinite_in_a_row} in a row, limit model.max_nonfinite_steps={self.max_nonfinite_steps})")
         if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
             raise RuntimeError(
                 f"{self._nonfinite_in_a_row} non-finite losses in a row at step {self.global_step}: the run is diverging "
                 "or the data is broken. Lower the learning rate, check the last batches' keys, or raise "
-                "model.max_nonfinite_steps; resume from the last good checkpoint with --ckpt_path last."
+                f"model.max_nonfinite_steps; {last_good_hint(self.trainer)}"
             )
         return True
 
@@ -322,9 +347,48 @@ class QinYuStage(L.LightningModule):
             raise ValueError(f"{type(self).__name__}: no parameter matches trainable={self.trainable_patterns}")
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = self.optimizer_factory(groups)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self._total_steps()
         warmup = int(self.warmup_ratio * total)
         print(f"[qinyu-lit] {len(decay)} tensors with weight decay, {len(no_decay)} without; "
               f"{warmup} warmup steps then cosine to step {total}")
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps in the run, for the schedule. ``trainer.estimated_stepping_batches`` needs the
+        loader's length, which a streamed (iterable) loader does not have; for an epoch-based run
+        (``max_epochs`` N, ``max_steps`` -1) the epoch length comes from the data's epoch plan instead."""
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches
+        epochs = trainer.max_epochs
+        if epochs in (None, -1) or not math.isinf(trainer.num_training_batches):
+            if total in (-1, math.inf):
+                raise ValueError("set --trainer.max_steps (or --trainer.max_epochs): the schedule needs a run length")
+            return int(total)
+        loader = trainer.train_dataloader
+        if not hasattr(loader, "stream"):
+            raise ValueError("epoch-based run with a loader of unknown length: set --trainer.max_steps")
+        batches = planned_epoch_batches(loader.stream, trainer.world_size, loader.num_workers)
+        per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+        total = per_epoch * epochs if trainer.max_steps == -1 else min(per_epoch * epochs, trainer.max_steps)
+        print(f"[qinyu-lit] epoch plan: {batches} batches per rank = {per_epoch} optimizer steps per epoch x {epochs} epochs")
+        return total
+
+
+def planned_epoch_batches(stream, world_size: int, num_workers: int) -> int:
+    """Batches every rank runs in one epoch, from the epoch plan: each slot (rank x worker) ships
+    ceil(items / batch_size) batches, and the ranks stop together at the smallest total (StreamLoader).
+    Exact unless samples are skipped as bad data (then the schedule ends a few steps late)."""
+    if stream.pack_length is not None:
+        raise ValueError(
+            "epoch-based run with packing (data.pack_length): the number of packs per epoch is only known after "
+            "reading every sample; set --trainer.max_steps instead of --trainer.max_epochs"
+        )
+    nw = max(num_workers, 1)
+    shard, _ = stream.catalog.plan(stream.seed, 0, stream.shuffle)
+    slots = world_size * nw
+    per_rank = []
+    for rank in range(world_size):
+        sizes = [hi - lo for lo, hi in (slot_range(len(shard), rank * nw + w, slots) for w in range(nw))]
+        per_rank.append(sum(math.ceil(n / stream.batch_size) for n in sizes))
+    return min(per_rank)

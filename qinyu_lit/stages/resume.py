@@ -1,9 +1,12 @@
 """Surviving preemption: atomic checkpoint files and a per-step record of the samples trained on.
 
-* ``AtomicCheckpointIO`` - Lightning's ``TorchCheckpointIO`` writes the file in place, so a
-  kill during the write leaves a truncated ``last.ckpt`` and nothing to resume from. This one
-  writes ``<path>.partial`` next to it and renames it over the old file (``os.replace`` is
-  atomic on POSIX): the previous checkpoint stays usable until the new one is complete.
+* ``AtomicCheckpointIO`` - writes ``<path>.partial`` next to the target and renames it over the
+  old file (``os.replace`` is atomic on POSIX), so a kill during the write leaves the previous
+  checkpoint usable. Lightning's ``TorchCheckpointIO`` builds the whole file in memory and stages it
+  in ``$TMPDIR`` (fsspec's transaction): a full or small ``$TMPDIR`` fails with a bare ENOSPC, and a
+  ``$TMPDIR`` on another file system turns the final rename into a copy over the old file. This one
+  never touches ``$TMPDIR``, reports disk errors with the directory and the cause in one line, and
+  refuses to write weights that hold NaN/inf (the last good checkpoint stays as it was).
   ``QinYuStage`` installs it automatically when the strategy uses the plain torch writer.
 * ``SampleLedger`` - a callback writing one JSON line per training batch (step, loss, sample
   keys): the audit trail that shows which samples a run saw, and what the resume test compares.
@@ -15,32 +18,135 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
+from ..data.datamodule import _cpu_group
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names the directory and the cause."""
+
+
+def nonfinite_tensors(state_dict: dict) -> list[str]:
+    """Names of floating-point tensors in ``state_dict`` that hold NaN or inf."""
+    return [
+        k for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]  # fmt: skip
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that writes to ``<path>.partial`` and renames it into place (local paths)."""
+    """``TorchCheckpointIO`` that writes ``<path>.partial`` beside the target and renames it into place
+    (local paths), and refuses checkpoints whose weights are not finite.
+
+    ``last_good`` is the newest checkpoint this writer completed (named by the NaN guard's message).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.last_good: str | None = None
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            print(
+                f"[qinyu-lit] NOT writing {path}: {len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]}); "
+                f"the last good checkpoint is {self.last_good or 'none written by this run'}"
+            )
+            return
         fs = get_filesystem(path)
         if "file" not in fs.protocol:  # object stores replace whole objects already
-            return super().save_checkpoint(checkpoint, path, storage_options)
+            super().save_checkpoint(checkpoint, path, storage_options)
+            self.last_good = str(path)
+            return
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
         try:
-            super().save_checkpoint(checkpoint, partial, storage_options)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as f:  # streamed to disk: no copy of the checkpoint in memory or in $TMPDIR
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(partial, path)
+        except OSError as e:
+            raise CheckpointWriteError(
+                e.errno, f"cannot write checkpoint {path.name} in {path.parent}: {e.strerror or e} "
+                f"({type(e).__name__}); free space there or set the ModelCheckpoint dirpath to a writable directory"
+            ) from e
         finally:
             if partial.exists():
                 partial.unlink()
+        self.last_good = str(path)
+
+
+def last_good_hint(trainer) -> str:
+    """Where to resume from after a divergence: the newest finite checkpoint, by path."""
+    io = getattr(trainer.strategy, "checkpoint_io", None)
+    path = getattr(io, "last_good", None)
+    if path is None:
+        cb = trainer.checkpoint_callback
+        path = (cb.last_model_path or cb.best_model_path) if cb is not None and not isinstance(io, AtomicCheckpointIO) else None
+    if not path:
+        return "no checkpoint was written by this run before it diverged"
+    return f"the last good checkpoint is {path}: resume from it with --ckpt_path {path} and a lower learning rate"
+
+
+def explain_missing_last(trainer, ckpt_path) -> None:
+    """``--ckpt_path last`` with nothing to resume from: say where it looked and why. (Lightning's own
+    warning blames ``save_last`` even where it is set; the usual cause is a callback without ``dirpath``.)"""
+    if ckpt_path != "last":
+        return
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cbs = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    lasts = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}" for cb in cbs if cb.dirpath and cb.save_last]
+    if any(p.exists() for p in lasts):
+        return
+    if not any(cb.save_last for cb in cbs):
+        why = "no ModelCheckpoint callback has save_last: true"
+    elif any(cb.dirpath is None for cb in cbs if cb.save_last):
+        why = ("the ModelCheckpoint with save_last has no dirpath, so it writes into the logger's new version_N "
+               "folder and never finds an earlier run's last.ckpt; give it a fixed dirpath (the shipped recipes do)")
+    else:
+        why = f"no {' or '.join(map(str, lasts))} yet (a first run)"
+    if trainer.is_global_zero:
+        print(f"[qinyu-lit] --ckpt_path last: nothing to resume from, training starts from step 0: {why}")
+    warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")  # said better above
+
+
+def gather_counts(counts: dict) -> dict:
+    """Every rank's cumulative data counters, for the checkpoint (a collective: all ranks call it)."""
+    ranks = [dict(counts)]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, dict(counts), group=_cpu_group())
+    return {"ranks": ranks}
+
+
+def restore_counts(saved: dict, rank: int, world_size: int) -> dict:
+    """This rank's counters from a checkpoint; with another world size rank 0 takes the totals."""
+    ranks = saved.get("ranks", [])
+    if len(ranks) == world_size:
+        return dict(ranks[rank])
+    if rank != 0:
+        return {}
+    total: dict = {}
+    for r in ranks:
+        for k, v in r.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 class SampleLedger(L.Callback):
-    """One JSON line per training batch: ``{"step", "epoch", "loss", "keys"}``.
+    """One JSON line per training batch: ``{"step", "loss", "skipped", "keys"}`` (``skipped``: the
+    optimizer step was skipped by the NaN guard).
 
     Args:
         path: the file (rank ``r`` > 0 writes ``<path>.rank<r>``); appended to, so a resumed
@@ -51,12 +157,14 @@ class SampleLedger(L.Callback):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # Lightning passes {} when a training_step returned None (a skipped step)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         rank = trainer.global_rank
         path = self.path if rank == 0 else f"{self.path}.rank{rank}"
         row = {
             "step": trainer.global_step,
             "loss": None if loss is None else float(loss),
+            "skipped": bool(getattr(pl_module, "skipped_step", False)),
             "keys": [k for row in batch.get("keys", []) for k in row],
         }
         with open(path, "a") as f:

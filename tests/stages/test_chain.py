@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ def fit(recipe: str, runs: Path, demo_dir: Path, init_from: str | None, train: s
         "--model.init_args.init_from", str(init_from) if init_from else "null", *extra,
     ])  # fmt: skip
     name = recipe.removesuffix(".yaml").replace("_lora", "")
-    return glob.glob(str(runs / f"tiny_{name}" / "version_*" / "checkpoints" / "last.ckpt"))[0]
+    return str(Path.cwd() / "checkpoints" / f"tiny_{name}" / "last.ckpt")  # the recipe's dirpath (relative)
 
 
 def weights(ckpt: str) -> dict:
@@ -37,18 +36,20 @@ def weights(ckpt: str) -> dict:
 @pytest.fixture(scope="module")
 def chain(demo_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    train = str(demo_dir / "train")
-    ckpts = {"align": fit("align.yaml", runs, demo_dir, None, train)}
-    ckpts["pretrain"] = fit("pretrain.yaml", runs, demo_dir, ckpts["align"], train)
-    ckpts["sft"] = fit("sft.yaml", runs, demo_dir, ckpts["pretrain"], train)
-    persona_src, persona = runs / "captain_src", runs / "captain"
-    main(["demo-persona", str(persona_src), "--dialogues", "8"])
-    main(
-        ["persona-data", str(persona_src), str(persona), "--codec_name", "demo-rule", "--codebook_size", "64"]
-    )
-    ckpts["persona"] = fit("persona_lora.yaml", runs, demo_dir, ckpts["sft"], str(persona / "train"),
-                           "--model.init_args.persona_card", str(persona / "persona.json"))  # fmt: skip
-    return ckpts
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(runs)  # the recipes' checkpoint dirpaths (checkpoints/tiny_*) are relative
+        train = str(demo_dir / "train")
+        ckpts = {"align": fit("align.yaml", runs, demo_dir, None, train)}
+        ckpts["pretrain"] = fit("pretrain.yaml", runs, demo_dir, ckpts["align"], train)
+        ckpts["sft"] = fit("sft.yaml", runs, demo_dir, ckpts["pretrain"], train)
+        persona_src, persona = runs / "captain_src", runs / "captain"
+        main(["demo-persona", str(persona_src), "--dialogues", "8"])
+        main(
+            ["persona-data", str(persona_src), str(persona), "--codec_name", "demo-rule", "--codebook_size", "64"]
+        )
+        ckpts["persona"] = fit("persona_lora.yaml", runs, demo_dir, ckpts["sft"], str(persona / "train"),
+                               "--model.init_args.persona_card", str(persona / "persona.json"))  # fmt: skip
+        return ckpts
 
 
 def test_each_stage_starts_from_the_previous_one(chain):
