@@ -8,12 +8,12 @@ final name, and shards already finished are never touched again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import webdataset as wds
 
+from ..data.files import atomic_path
 from ..data.schema import Sample, decode_sample, encode_sample
 
 
@@ -23,22 +23,15 @@ def shard_name(index: int, prefix: str = "shard") -> str:
 
 def write_shard(samples: Iterable[Sample], path: str | Path) -> int:
     """Write ``samples`` to one tar at ``path`` (atomically). Returns the sample count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     count = 0
+    # an unfinished shard is dropped whole; finished shards are untouched.
     # fixed member times: the same samples give byte-identical shards (resumed builds, reproducible demo)
-    try:
-        with wds.TarWriter(str(tmp), mtime=0) as sink:
-            for sample in samples:
-                raw = encode_sample(sample)
-                decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
-                sink.write(raw)
-                count += 1
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # an unfinished shard is dropped whole; finished shards are untouched
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
+        for sample in samples:
+            raw = encode_sample(sample)
+            decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
+            sink.write(raw)
+            count += 1
     return count
 
 

@@ -14,7 +14,6 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import grad_norm
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
@@ -24,6 +23,7 @@ from ..model.qinyu import LossOutput, QinYuModel
 from ..prep.codecs import MimiCodec
 from .checkpoints import load_init
 from .resume import AtomicCheckpointIO
+from .sharding import shard_fsdp2
 
 
 def apply_trainable(model: torch.nn.Module, patterns: list[str]) -> dict[str, tuple[int, int]]:
@@ -120,6 +120,9 @@ class QinYuStage(L.LightningModule):
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
         print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
+        mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy (FSDP2) before this hook
+        if mesh is not None:
+            shard_fsdp2(self.model, mesh["data_parallel"])
 
     def adapt_model(self) -> None:
         """Hook between loading weights and freezing: a stage that adds parameters (LoRA) adds them here."""
@@ -253,9 +256,10 @@ class QinYuStage(L.LightningModule):
         self._step_tokens = 0
         # grad_norm computes a norm per parameter tensor: only on steps that are logged
         if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = grad_norm(self.model, norm_type=2)
-            if "grad_2.0_norm_total" in norms:
-                self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:  # FSDP2 grads are DTensor shards: get_total_norm reduces over them (the global norm)
+                norm = torch.nn.utils.get_total_norm(grads)
+                self.log("train/grad_norm", norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     # ------------------------------------------------------------------ optimization
 
