@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
+from .data.audio import read_audio
 from .data.features import FbankLFR, SenseVoiceFbank, WhisperMel
 from .data.layout import TokenLayout
 from .data.schema import CodecInfo, Sample, Turn, decode_sample
@@ -91,14 +92,6 @@ def find_sample(shard_spec: str, key: str) -> Sample:
 # ---------------------------------------------------------------------------- inputs
 
 
-def read_wav(path: str) -> tuple[np.ndarray, int]:
-    """A mono float32 waveform and its sample rate (channels are averaged)."""
-    import soundfile as sf
-
-    wav, sr = sf.read(path, dtype="float32", always_2d=True)
-    return wav.mean(1), int(sr)
-
-
 def read_embedding(value, what: str) -> np.ndarray:
     """A speaker embedding from a ``.npy`` path or an array, as float32 [D]."""
     arr = np.load(value, allow_pickle=False) if isinstance(value, (str, Path)) else np.asarray(value)
@@ -142,7 +135,7 @@ def make_sample(
     """A one-question ``Sample`` (with optional earlier turns) whose last assistant turn is to be generated."""
     user = Turn("user", text or "")
     if audio is not None:
-        wav, sr = read_wav(audio) if isinstance(audio, (str, Path)) else audio
+        wav, sr = read_audio(audio) if isinstance(audio, (str, Path)) else audio
         user.audio, user.sample_rate = np.asarray(wav, dtype=np.float32), int(sr)
     if user_speaker is not None:
         user.speaker = read_embedding(user_speaker, "user speaker")
@@ -163,8 +156,7 @@ def prompt_batch(model: QinYuModel, sample: Sample, layout: TokenLayout | None =
     layout = layout or layout_for(model)
     prompt = layout.build(sample, prompt_only=True)
     batch = collate([[prompt]], layout.ids.pad, layout.num_codebooks)
-    device = next(model.parameters()).device
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return move_data_to_device(batch, next(model.parameters()).device)
 
 
 def reply_to(

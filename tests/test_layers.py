@@ -142,3 +142,21 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path):
     assert "qinyu_lit.stages.base" in names and "qinyu_lit.stages.base.QinYuStage" in names
     assert "qinyu_lit.model.qinyu" not in names
     assert layer("qinyu_lit.stages.base") not in ALLOWED[layer("qinyu_lit.model.x")]
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_modules_and_functions_stay_small():
+    """A student reads the package in short files: no module over ~400 lines, no function over ~60."""
+    big = []
+    for name, path in MODULES.items():
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_FILE_LINES:
+            big.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    big.append(f"{name}.{node.name}: {length} lines")
+    assert not big, "\n".join(big)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 
+from .audio import AudioError, read_audio
+
 SCHEMA_VERSION = "qinyu/v1"
 TASKS = ("asr", "tts", "sqa", "text", "conversation", "roleplay", "singing", "persona")
 ROLES = ("user", "assistant")
@@ -85,87 +87,97 @@ def decode_sample(raw: dict, shard: str | None = None) -> Sample:
 
     Raises ``SampleError`` naming the shard, key and field of the first problem found.
     """
-    key = raw.get("__key__", "<no key>")
-    shard = shard or raw.get("__url__", "<memory>")
-
-    def fail(field_name: str, reason: str):
-        raise SampleError(shard, key, field_name, reason)
-
-    if "json" not in raw:
-        fail("json", "missing member <key>.json")
-    try:
-        doc = json.loads(raw["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        fail("json", f"not valid JSON ({e})")
-    if not isinstance(doc, dict):
-        fail("json", "the document must be a JSON object")
-    if doc.get("schema") != SCHEMA_VERSION:
-        fail("schema", f"expected {SCHEMA_VERSION!r}, got {doc.get('schema')!r}")
+    r = _RawSample(raw, shard)
+    doc = r.document()
     task = doc.get("task")
     if task not in TASKS:
-        fail("task", f"unknown task {task!r}; one of {', '.join(TASKS)}")
-    codec = _codec_info(doc.get("codec"), fail)
-
-    def member(field_name: str, name) -> bytes:
-        if not isinstance(name, str) or not name:
-            fail(field_name, f"expected a member name, got {name!r}")
-        if name not in raw:
-            fail(field_name, f"member {key}.{name} is missing from the shard (a sample's members must be adjacent)")
-        return raw[name]
-
-    def embedding(field_name: str, name) -> np.ndarray:
-        vec = _load_npy(member(field_name, name), field_name, fail)
-        if vec.ndim != 1 or vec.size == 0:
-            fail(field_name, f"speaker embedding must be a non-empty vector, got shape {vec.shape}")
-        vec = vec.astype(np.float32)
-        if not np.isfinite(vec).all():
-            fail(field_name, "speaker embedding contains NaN or inf")
-        return vec
-
+        r.fail("task", f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    codec = _codec_info(doc.get("codec"), r.fail)
     turns_doc = doc.get("turns")
     if not isinstance(turns_doc, list) or not turns_doc:
-        fail("turns", "must be a non-empty list of turns")
-    turns = []
-    for i, t in enumerate(turns_doc):
-        where = f"turns[{i}]"
-        if not isinstance(t, dict) or t.get("role") not in ROLES:
-            fail(f"{where}.role", f"each turn needs a role in {ROLES}")
-        text = t.get("text", "")
-        if not isinstance(text, str):
-            fail(f"{where}.text", "must be a string")
-        turn = Turn(role=t["role"], text=text)
-        if t.get("audio") is not None:
-            if turn.role != "user":
-                fail(f"{where}.audio", "only user turns carry a waveform; assistant speech is codes")
-            turn.audio, turn.sample_rate = _load_audio(member(f"{where}.audio", t["audio"]), f"{where}.audio", fail)
-        if t.get("codes") is not None:
-            if turn.role != "assistant":
-                fail(f"{where}.codes", "only assistant turns carry audio codes")
-            turn.codes = _load_codes(member(f"{where}.codes", t["codes"]), codec, f"{where}.codes", fail)
-        if t.get("speaker") is not None:
-            turn.speaker = embedding(f"{where}.speaker", t["speaker"])
-        if not turn.text and turn.audio is None and turn.codes is None:
-            fail(where, "turn has neither text, audio nor codes")
-        turns.append(turn)
+        r.fail("turns", "must be a non-empty list of turns")
+    turns = [r.turn(f"turns[{i}]", t, codec) for i, t in enumerate(turns_doc)]
     if turns[-1].role != "assistant":
-        fail("turns", "the last turn must be the assistant's (it is what the model learns to say)")
-
+        r.fail("turns", "the last turn must be the assistant's (it is what the model learns to say)")
     agent = doc.get("agent_speaker")
     sample = Sample(
-        key=key,
+        key=r.key,
         task=task,
         turns=turns,
         codec=codec,
         language=str(doc.get("language", "en")),
         system=str(doc.get("system") or ""),
-        agent_speaker=embedding("agent_speaker", agent) if agent is not None else None,
-        shard=shard,
+        agent_speaker=r.embedding("agent_speaker", agent) if agent is not None else None,
+        shard=r.shard,
         meta=doc.get("meta") or {},
     )
     dims = {v.shape[0] for v in [sample.agent_speaker] + [t.speaker for t in turns] if v is not None}
     if len(dims) > 1:
-        fail("speaker", f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}")
+        r.fail("speaker", f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}")
     return sample
+
+
+class _RawSample:
+    """One raw sample being decoded; every error it raises names the shard, the key and the field."""
+
+    def __init__(self, raw: dict, shard: str | None):
+        self.raw = raw
+        self.key = raw.get("__key__", "<no key>")
+        self.shard = shard or raw.get("__url__", "<memory>")
+
+    def fail(self, field_name: str, reason: str):
+        raise SampleError(self.shard, self.key, field_name, reason)
+
+    def document(self) -> dict:
+        if "json" not in self.raw:
+            self.fail("json", "missing member <key>.json")
+        try:
+            doc = json.loads(self.raw["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.fail("json", f"not valid JSON ({e})")
+        if not isinstance(doc, dict):
+            self.fail("json", "the document must be a JSON object")
+        if doc.get("schema") != SCHEMA_VERSION:
+            self.fail("schema", f"expected {SCHEMA_VERSION!r}, got {doc.get('schema')!r}")
+        return doc
+
+    def member(self, field_name: str, name) -> bytes:
+        if not isinstance(name, str) or not name:
+            self.fail(field_name, f"expected a member name, got {name!r}")
+        if name not in self.raw:
+            self.fail(field_name, f"member {self.key}.{name} is missing from the shard (a sample's members must be adjacent)")
+        return self.raw[name]
+
+    def embedding(self, field_name: str, name) -> np.ndarray:
+        vec = _load_npy(self.member(field_name, name), field_name, self.fail)
+        if vec.ndim != 1 or vec.size == 0:
+            self.fail(field_name, f"speaker embedding must be a non-empty vector, got shape {vec.shape}")
+        vec = vec.astype(np.float32)
+        if not np.isfinite(vec).all():
+            self.fail(field_name, "speaker embedding contains NaN or inf")
+        return vec
+
+    def turn(self, where: str, t, codec: CodecInfo) -> Turn:
+        if not isinstance(t, dict) or t.get("role") not in ROLES:
+            self.fail(f"{where}.role", f"each turn needs a role in {ROLES}")
+        text = t.get("text", "")
+        if not isinstance(text, str):
+            self.fail(f"{where}.text", "must be a string")
+        turn = Turn(role=t["role"], text=text)
+        if t.get("audio") is not None:
+            if turn.role != "user":
+                self.fail(f"{where}.audio", "only user turns carry a waveform; assistant speech is codes")
+            data = self.member(f"{where}.audio", t["audio"])
+            turn.audio, turn.sample_rate = _load_audio(data, f"{where}.audio", self.fail)
+        if t.get("codes") is not None:
+            if turn.role != "assistant":
+                self.fail(f"{where}.codes", "only assistant turns carry audio codes")
+            turn.codes = _load_codes(self.member(f"{where}.codes", t["codes"]), codec, f"{where}.codes", self.fail)
+        if t.get("speaker") is not None:
+            turn.speaker = self.embedding(f"{where}.speaker", t["speaker"])
+        if not turn.text and turn.audio is None and turn.codes is None:
+            self.fail(where, "turn has neither text, audio nor codes")
+        return turn
 
 
 def _codec_info(doc, fail) -> CodecInfo:
@@ -208,15 +220,9 @@ def _load_codes(data: bytes, codec: CodecInfo, field_name: str, fail) -> np.ndar
 
 def _load_audio(data: bytes, field_name: str, fail) -> tuple[np.ndarray, int]:
     try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile errors
-        fail(field_name, f"undecodable audio ({type(e).__name__}: {e})")
-    if wav.shape[0] == 0:
-        fail(field_name, "audio has no samples")
-    wav = wav.mean(axis=1)  # mix down to mono
-    if not np.isfinite(wav).all():
-        fail(field_name, "audio contains NaN or inf")
-    return wav, int(sr)
+        return read_audio(data, where="")
+    except AudioError as e:
+        fail(field_name, str(e))
 
 
 # --------------------------------------------------------------------------- encoding

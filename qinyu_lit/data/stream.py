@@ -325,9 +325,6 @@ class ShardStream(IterableDataset):
     def shuffle(self) -> bool:
         return self.shuffle_buffer > 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def _slot(self) -> tuple[int, int, int]:
         """(slot, slots, number of workers) of the calling worker; ``rotation`` shifts which worker
         takes which slot so a resumed DataLoader (always starting at worker 0) keeps the order."""

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
@@ -160,8 +160,7 @@ def per_task_losses(model, sequences: list[TokenSequence], pad_id: int) -> dict:
     out = {}
     for task, seqs in sorted(by_task.items()):
         batch = collate([[s] for s in seqs], pad_id, model.config.num_codebooks)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        out[task] = model.loss(batch)
+        out[task] = model.loss(move_data_to_device(batch, device))
     return out
 
 
@@ -171,7 +170,7 @@ def per_task_losses(model, sequences: list[TokenSequence], pad_id: int) -> dict:
 class GenerationMetrics(nn.Module):
     """Accumulates over an epoch: ASR WER/CER, and generated vs reference frames per text token.
 
-    ``update(generated_text, reference_text)`` for speech -> text samples;
+    ``update_asr(generated_text, reference_text)`` for speech -> text samples;
     ``update_speech(generated_frames, generated_tokens, reference_frames, reference_tokens)`` for
     speech replies. ``frame_ratio`` = generated frames-per-token / reference frames-per-token
     (1.0 = same pace; < 1 = the "overly fast" symptom).

@@ -16,6 +16,7 @@ import math
 import warnings
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -107,8 +108,7 @@ class StageEvaluator(nn.Module):
                 continue
             self._budget[kind] -= 1
             prompt = collate([[ref.prompt]], model.ids.pad, model.config.num_codebooks)
-            device = next(model.parameters()).device
-            prompt = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prompt.items()}
+            prompt = move_data_to_device(prompt, next(model.parameters()).device)
             # a reply twice as long as the reference is already wrong; stopping there keeps an
             # untrained model (which rarely says <|im_end|>) from costing the full limit every time
             ref_positions = len(ref.text_ids) + ref.num_frames + model.config.num_codebooks - 1

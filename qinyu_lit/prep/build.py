@@ -32,10 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from tqdm.auto import tqdm
 
+from ..data.audio import AudioError, read_audio
 from ..data.features import resample
+from ..data.files import atomic_path, atomic_write_text
 from ..data.index import INDEX_FORMAT, path_for_index
 from ..data.schema import SCHEMA_VERSION, Sample, Turn
 from .manifest import BAD_ROW_KINDS, BadRow, BadRowError, ManifestRow, scan_manifest
@@ -290,8 +291,8 @@ def _claim(
                 file=sys.stderr,
             )
     else:
-        _atomic_write(path, json.dumps(plan, indent=1, sort_keys=True))
-        _atomic_write(numerics_path, json.dumps(numerics))
+        atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True))
+        atomic_write_text(numerics_path, json.dumps(numerics))
 
 
 def _sidecar(state: Path, shard: Path) -> Path:
@@ -394,7 +395,7 @@ class ShardBuilder:
                 skipped.append(bad)
         stats = self._stats(path, samples, skipped)
         # the sidecar goes first: a shard under its final name always has its statistics
-        _atomic_write(_sidecar(path.parent / ".build", path), json.dumps(stats, indent=1))
+        atomic_write_text(_sidecar(path.parent / ".build", path), json.dumps(stats, indent=1))
         write_shard(samples, path, index=False)  # the whole index.json is written at the end (_write_index)
         return stats
 
@@ -405,16 +406,9 @@ class ShardBuilder:
             if turn.audio is None:
                 continue
             try:
-                wav, sr = sf.read(turn.audio, dtype="float32", always_2d=True)
-            except Exception as e:  # libsndfile errors
-                raise _RowFailure(
-                    "unreadable_audio", f"turns[{i}].audio: {turn.audio} ({type(e).__name__}: {e})"
-                ) from None
-            wav = wav.mean(axis=1)  # mix down to mono
-            if len(wav) == 0 or not np.isfinite(wav).all():
-                raise _RowFailure(
-                    "unreadable_audio", f"turns[{i}].audio: {turn.audio} is empty or holds NaN/inf"
-                )
+                wav, sr = read_audio(turn.audio, where=f"turns[{i}].audio: {turn.audio}")
+            except AudioError as e:
+                raise _RowFailure("unreadable_audio", str(e)) from None
             audio[i] = (wav, int(sr))
         return audio
 
@@ -561,8 +555,7 @@ def _resolve_voices(rows: list[ManifestRow], options: BuildOptions, out_dir: Pat
         embeddings = []
         for clip in clips:
             try:
-                wav, sr = sf.read(clip, dtype="float32", always_2d=True)
-                embeddings.append(encoder.embed(wav.mean(axis=1), sr))
+                embeddings.append(encoder.embed(*read_audio(clip)))
             except Exception as e:  # an unreadable clip is reported with its row while building
                 tqdm.write(
                     f"voice {voice!r}: clip {clip} not used ({type(e).__name__}: {e})", file=sys.stderr
@@ -572,10 +565,8 @@ def _resolve_voices(rows: list[ManifestRow], options: BuildOptions, out_dir: Pat
             failed[voice] = f"agent_voice {voice!r}: no usable embedding (no readable clip, or NaN/inf)"
             continue
         voices[voice] = vec
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial.npy")
-        np.save(tmp, vec, allow_pickle=False)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".partial.npy") as tmp:  # np.save appends .npy to other names
+            np.save(tmp, vec, allow_pickle=False)
     bad = [
         BadRow(options.manifest, r.line, r.key, "bad_embedding", failed[r.agent_voice])
         for r in rows
@@ -609,11 +600,11 @@ def _write_index(out_dir: Path, options: BuildOptions, entries: list[dict], skip
             {k: v for k, v in e.items() if k not in ("codec", "skipped", "speaker_dims")} for e in entries
         ],
     }
-    _atomic_write(
+    atomic_write_text(
         out_dir / "skipped.jsonl",
         "".join(json.dumps(b.to_dict(), ensure_ascii=False) + "\n" for b in skipped),
     )
-    _atomic_write(out_dir / "index.json", json.dumps(index, indent=1, ensure_ascii=False))
+    atomic_write_text(out_dir / "index.json", json.dumps(index, indent=1, ensure_ascii=False))
 
 
 def _print_summary(r: BuildReport) -> None:
@@ -630,10 +621,3 @@ def _print_summary(r: BuildReport) -> None:
         )
     else:
         print("skipped 0 rows")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -27,7 +27,6 @@ while building, and reported the same way.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,9 +109,6 @@ class ManifestRow:
 class ManifestScan:
     rows: list[ManifestRow]
     bad: list[BadRow]
-
-    def counts(self) -> Counter:
-        return Counter(b.kind for b in self.bad)
 
 
 class _Bad(Exception):

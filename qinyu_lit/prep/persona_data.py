@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..data.audio import read_audio
 from ..data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
 from .writer import write_shards
 
@@ -105,10 +106,7 @@ def persona_voice(
             from .speakers import WavLMSpeakerEncoder
 
             encoder = WavLMSpeakerEncoder(speaker_model) if speaker_model else WavLMSpeakerEncoder()
-        import soundfile
-
-        wav, rate = soundfile.read(clip, dtype="float32", always_2d=True)
-        embeddings.append(encoder.embed(wav.mean(1), rate))
+        embeddings.append(encoder.embed(*read_audio(clip)))
     if not embeddings:
         raise ValueError(f"{voice_dir}: no voice clips ({', '.join(AUDIO_EXTENSIONS)}) or .npy embeddings")
     return voice_embedding(embeddings, max_clips=max_clips)
@@ -116,8 +114,6 @@ def persona_voice(
 
 def read_dialogues(persona_dir: Path, profile: PersonaProfile, voice: np.ndarray, codec: CodecInfo):
     """``dialogues.jsonl`` -> ``Sample``s of task ``persona``; errors name the line and the field."""
-    import soundfile
-
     path = persona_dir / "dialogues.jsonl"
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -134,8 +130,7 @@ def read_dialogues(persona_dir: Path, profile: PersonaProfile, voice: np.ndarray
                 raise ValueError(f"{where}: turns[{i}].role must be 'user' or 'assistant', got {role!r}")
             turn = Turn(role, t.get("text", ""))
             if t.get("audio"):
-                wav, rate = soundfile.read(persona_dir / t["audio"], dtype="float32", always_2d=True)
-                turn.audio, turn.sample_rate = wav.mean(1), rate
+                turn.audio, turn.sample_rate = read_audio(persona_dir / t["audio"], f"{where}: turns[{i}].audio")
             if t.get("codes"):
                 codes = np.load(persona_dir / t["codes"], allow_pickle=False)
                 if codes.ndim != 2 or codes.shape[0] != codec.num_codebooks:

@@ -66,9 +66,6 @@ class WavLMSpeakerEncoder:
         x = torch.from_numpy(wav)[None].to(self.device)
         return self.model(input_values=x).embeddings[0].float().cpu().numpy()
 
-    def embed_many(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
-        return [self.embed(w, sr) for w, sr in clips]
-
 
 def load_embedding(path: str | Path) -> np.ndarray:
     """A ``.npy`` speaker vector (no pickle); raises ``ValueError`` with the reason when unusable."""

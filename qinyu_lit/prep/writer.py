@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import webdataset as wds
 
+from ..data.files import atomic_path, atomic_write_text
 from ..data.index import INDEX_FORMAT
 from ..data.schema import SCHEMA_VERSION, Sample, decode_sample, encode_sample
 
@@ -33,26 +33,19 @@ def shard_name(index: int, prefix: str = "shard") -> str:
 def write_shard(samples: Iterable[Sample], path: str | Path, index: bool = True) -> int:
     """Write ``samples`` to one tar at ``path`` (atomically) and, with ``index``, record it in the
     folder's ``index.json``. Returns the sample count."""
-    path = Path(path)
     codecs = set()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     count = 0
+    # an unfinished shard is dropped whole; finished shards are untouched.
     # fixed member times: the same samples give byte-identical shards (resumed builds, reproducible demo)
-    try:
-        with wds.TarWriter(str(tmp), mtime=0) as sink:
-            for sample in samples:
-                raw = encode_sample(sample)
-                decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
-                sink.write(raw)
-                codecs.add(json.dumps(dataclasses.asdict(sample.codec), sort_keys=True))
-                count += 1
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # an unfinished shard is dropped whole; finished shards are untouched
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
+        for sample in samples:
+            raw = encode_sample(sample)
+            decode_sample(raw, shard=str(path))  # the reader's validator, before anything is written
+            sink.write(raw)
+            codecs.add(json.dumps(dataclasses.asdict(sample.codec), sort_keys=True))
+            count += 1
     if index:
-        record_in_index(path, count, json.loads(codecs.pop()) if len(codecs) == 1 else None)
+        record_in_index(Path(path), count, json.loads(codecs.pop()) if len(codecs) == 1 else None)
     return count
 
 
@@ -70,9 +63,7 @@ def record_in_index(shard: Path, count: int, codec: dict | None) -> Path:
         doc["codec"] = None  # mixed codecs: no set-wide codec to check (each sample still carries its own)
     doc["shards"] = entries
     doc.setdefault("totals", {})["samples"] = sum(e["samples"] for e in entries)
-    tmp = index.with_name(INDEX_NAME + ".partial")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-    os.replace(tmp, index)
+    atomic_write_text(index, json.dumps(doc, indent=1, ensure_ascii=False))
     return index
 
 

@@ -26,6 +26,7 @@ from ..model.qinyu import LossOutput, QinYuModel
 from ..prep.codecs import MimiCodec
 from .checkpoints import load_init
 from .resume import AtomicCheckpointIO, gather_counts, last_good_hint, restore_counts
+from .sharding import shard_fsdp2
 from .throughput import PackedThroughputMonitor, real_tokens
 
 
@@ -60,7 +61,9 @@ def clip_grad_norm(strategy, optimizer: torch.optim.Optimizer, max_norm: float) 
             )
         return root.clip_grad_norm_(max_norm)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    # FSDP2 (FSDP2Strategy): the gradients are DTensor shards and the norm a DTensor reduced over all of them
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def format_trainable(summary: dict[str, tuple[int, int]]) -> str:
@@ -148,6 +151,9 @@ class QinYuStage(L.LightningModule):
         self._count_flops_shape()  # before FSDP wraps (and flattens) the parameters
         if self._trainer is not None:  # training shows what trains; loading a checkpoint to generate does not
             print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
+        mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy (FSDP2) before this hook
+        if mesh is not None:
+            shard_fsdp2(self.model, mesh["data_parallel"])
 
     def adapt_model(self) -> None:
         """Hook between loading weights and freezing: a stage that adds parameters (LoRA) adds them here."""

@@ -28,6 +28,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
 from ..data.datamodule import _cpu_group
+from ..data.files import atomic_path
 
 
 class CheckpointWriteError(OSError):
@@ -67,22 +68,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.last_good = str(path)
             return
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:  # streamed to disk: no copy of the checkpoint in memory or in $TMPDIR
-                torch.save(checkpoint, f)
+            with atomic_path(path) as partial, open(partial, "wb") as f:
+                torch.save(checkpoint, f)  # streamed to disk: no copy of the checkpoint in memory or in $TMPDIR
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(partial, path)
         except OSError as e:
             raise CheckpointWriteError(
                 e.errno, f"cannot write checkpoint {path.name} in {path.parent}: {e.strerror or e} "
                 f"({type(e).__name__}); free space there or set the ModelCheckpoint dirpath to a writable directory"
             ) from e
-        finally:
-            if partial.exists():
-                partial.unlink()
         self.last_good = str(path)
 
 
