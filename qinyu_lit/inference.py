@@ -18,10 +18,12 @@ import numpy as np
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from .data.audio import read_audio
+from .data.batch import collate
 from .data.features import FbankLFR, SenseVoiceFbank, WhisperMel
 from .data.layout import TokenLayout
+from .data.mixture import expand_shards
 from .data.schema import CodecInfo, Sample, Turn, decode_sample
-from .data.stream import collate, expand_shards, iter_raw_samples
+from .data.tar import iter_raw_samples
 from .model.generate import Generated, generate
 from .model.qinyu import QinYuModel
 from .model.sampling import greedy

@@ -12,7 +12,7 @@ import torch
 from transformers import MimiConfig, MimiModel
 
 from qinyu_lit.cli import main
-from qinyu_lit.data.stream import collate
+from qinyu_lit.data.batch import collate
 from qinyu_lit.inference import layout_for, reply_to
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.weights import save_exported

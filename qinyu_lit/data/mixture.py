@@ -22,14 +22,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tarfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from webdataset.tariterators import base_plus_ext
+
+from .tar import scan_count
 
 
 def expand_shards(spec: str) -> list[str]:
@@ -151,23 +151,6 @@ class UncheckedCountsWarning(UserWarning):
 
 
 _UNCHECKED_WARNED: set[str] = set()
-
-
-def scan_count(shard: str) -> int:
-    """Samples in a shard from its tar headers only (member data is seeked over, not read).
-    A shard truncated mid-way counts what its readable headers hold."""
-    keys, last = 0, None
-    try:
-        with tarfile.open(shard, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                prefix, _ = base_plus_ext(member.name) or (None, None)
-                if prefix is not None and prefix != last:
-                    keys, last = keys + 1, prefix
-    except (tarfile.TarError, EOFError, OSError):
-        pass  # the reader reports the damage with shard and key when it gets there
-    return keys
 
 
 def shard_counts(shards: Sequence[str]) -> list[int]:

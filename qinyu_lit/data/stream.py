@@ -21,40 +21,19 @@ re-reads at most one chunk.
 
 from __future__ import annotations
 
-import tarfile
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
+from .batch import collate
 from .layout import TokenLayout, TokenSequence
-from .mixture import Catalog, Source, expand_shards, interleave, slot_range  # noqa: F401 - expand_shards re-exported
+from .mixture import Catalog, Source, interleave, slot_range
 from .packing import best_fit_decreasing, fit_length, split_full
 from .schema import CodecMismatch, SampleError, decode_sample
-
-
-def iter_raw_samples(shards: list[str]) -> Iterator[dict]:
-    """Raw WebDataset samples (member suffix -> bytes, plus ``__key__`` and ``__url__``)."""
-    for shard in shards:
-        seen: set[str] = set()
-        with open(shard, "rb") as stream:
-            for raw in group_by_keys(tar_file_expander([{"url": shard, "stream": stream}])):
-                _check_adjacent(raw["__key__"], seen, shard)
-                yield raw
-
-
-def _check_adjacent(key: str, seen: set[str], shard: str) -> None:
-    # tar shards are read front to back, one sample = one run of members with the same key
-    if key in seen:
-        raise tarfile.ReadError(
-            f"{shard}: members of sample {key!r} are not adjacent (another sample's members lie between them); "
-            "the members of one sample must be consecutive in the tar (data_cards/SCHEMA.md) - rewrite the shard "
-            "with write_shard or `tar --sort=name`"
-        )
-    seen.add(key)
+from .tar import TAR_ERRORS, ShardCursor
 
 
 def worker_slot() -> tuple[int, int]:
@@ -67,56 +46,6 @@ def worker_slot() -> tuple[int, int]:
     return rank * nworkers + wid, world * nworkers
 
 
-def collate(
-    rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pad_to: int | None = None
-) -> dict:
-    """Rows of sequences -> the model's batch.
-
-    Each row is one or more sequences laid end to end (a pack). ``position_ids`` restart
-    at 0 for every sequence and for the padding tail, which is how transformers tells
-    packed samples apart and keeps their attention separate (no hand-made masks).
-    """
-    lengths = [sum(len(s) for s in row) for row in rows]
-    width = max(max(lengths), pad_to or 0)
-    batch = len(rows)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    codes = torch.full((batch, width, num_codebooks), -1, dtype=torch.long)
-    target_mask = torch.zeros((batch, width), dtype=torch.bool)
-    position_ids = torch.zeros((batch, width), dtype=torch.long)
-    speakers, features = [], []
-    for b, row in enumerate(rows):
-        t = 0
-        for seq in row:
-            n = len(seq)
-            input_ids[b, t : t + n] = torch.from_numpy(seq.input_ids)
-            codes[b, t : t + n] = torch.from_numpy(seq.codes)
-            target_mask[b, t : t + n] = torch.from_numpy(seq.target_mask)
-            position_ids[b, t : t + n] = torch.arange(n)
-            speakers += seq.speakers
-            features += seq.audio_features
-            t += n
-        position_ids[b, t:] = torch.arange(width - t)
-    out = {
-        "input_ids": input_ids,
-        "codes": codes,
-        "target_mask": target_mask,
-        "position_ids": position_ids,
-        "speakers": torch.from_numpy(np.stack(speakers)) if speakers else torch.zeros(0, 0),
-        "num_tokens": torch.tensor(sum(lengths)),
-        "lengths": [[len(s) for s in row] for row in rows],
-        "keys": [[s.key for s in row] for row in rows],
-        "sources": [[s.source for s in row] for row in rows],
-        "tasks": [[s.task for s in row] for row in rows],
-    }
-    if features:
-        lens = torch.tensor([len(f) for f in features])
-        feats = torch.zeros(len(features), int(lens.max()), features[0].shape[1])
-        for i, f in enumerate(features):
-            feats[i, : len(f)] = torch.from_numpy(f)
-        out["audio_features"], out["audio_feature_lens"] = feats, lens
-    return out
-
-
 # --------------------------------------------------------------------------- bad data
 
 
@@ -126,58 +55,6 @@ class DataWarning(UserWarning):
 
 class DataError(RuntimeError):
     """Raised instead of a ``DataWarning`` in strict mode (``data.strict: true``)."""
-
-
-class _ShardCursor:
-    """Sequential reader of one tar shard that can step over samples without reading their data."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by close()
-        self.next_offset = 0  # offset of the sample the next call returns
-        self.last_key = "<start of shard>"
-        self.reading_key: str | None = None  # the sample being read (known from its first header)
-        self._keys: set[str] = set()  # keys read so far: a key seen again breaks the adjacency rule
-        self._pending: tarfile.TarInfo | None = None
-
-    def _member(self) -> tarfile.TarInfo | None:
-        if self._pending is not None:
-            m, self._pending = self._pending, None
-            return m
-        while (m := self.tar.next()) is not None and not m.isfile():
-            pass
-        return m
-
-    def next_sample(self, read: bool = True) -> dict | None:
-        """The next sample's members (suffix -> bytes) or ``None`` at the end of the shard.
-        With ``read=False`` only the headers are parsed (data is seeked over)."""
-        first = self._member()
-        if first is None:
-            return None
-        split = base_plus_ext(first.name)
-        if split is None:
-            raise tarfile.ReadError(f"member {first.name!r} has no <key>.<suffix> name")
-        key = self.reading_key = split[0]
-        _check_adjacent(key, self._keys, self.path)
-        raw = {"__key__": key, "__url__": self.path}
-        m: tarfile.TarInfo | None = first
-        while m is not None:
-            prefix, suffix = base_plus_ext(m.name) or (None, None)
-            if prefix != key:
-                self._pending = m
-                break
-            if read:
-                raw[suffix.lower()] = self.tar.extractfile(m).read()
-            m = self._member()
-        self.next_offset += 1
-        self.last_key = key
-        return raw
-
-    def close(self) -> None:
-        self.tar.close()
-
-
-_TAR_ERRORS = (tarfile.TarError, EOFError, OSError)
 
 
 class ShardReader:
@@ -201,7 +78,7 @@ class ShardReader:
     ):
         self.shards, self.layout, self.source_names = shards, layout, source_names
         self.strict, self.pack_length, self.overlong, self.max_open = strict, pack_length, overlong, max_open
-        self.cursors: dict[int, _ShardCursor] = {}
+        self.cursors: dict[int, ShardCursor] = {}
         self.broken: dict[int, str] = {}
         self.stats = {"skipped": 0, "truncated": 0, "dropped_overlong": 0}
 
@@ -210,12 +87,12 @@ class ShardReader:
             raise DataError(message + " (strict mode; set data.strict=false to skip and count instead)")
         warnings.warn(message, DataWarning, stacklevel=3)
 
-    def _cursor(self, k: int, offset: int) -> _ShardCursor:
+    def _cursor(self, k: int, offset: int) -> ShardCursor:
         cur = self.cursors.get(k)
         if cur is None or cur.next_offset > offset:
             if cur is not None:
                 cur.close()
-            cur = self.cursors[k] = _ShardCursor(self.shards[k])
+            cur = self.cursors[k] = ShardCursor(self.shards[k])
             while len(self.cursors) > self.max_open:  # dicts keep insertion order: close the oldest
                 old = next(iter(self.cursors))
                 self.cursors.pop(old).close()
@@ -237,7 +114,7 @@ class ShardReader:
             if raw is None:
                 raise EOFError(f"shard ends after {cur.next_offset} samples, sample #{offset} was planned")
             key = raw["__key__"]
-        except _TAR_ERRORS as e:
+        except TAR_ERRORS as e:
             cur = self.cursors.get(k)
             if cur is not None and cur.reading_key not in (None, cur.last_key):
                 key = repr(cur.reading_key)

@@ -24,8 +24,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from ..data.batch import collate
 from ..data.layout import TokenSequence
-from ..data.stream import collate
 from ..data.tokenizer import SpecialIds
 
 

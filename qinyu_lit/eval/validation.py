@@ -20,8 +20,8 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ..data.batch import collate
 from ..data.schema import TASKS
-from ..data.stream import collate
 from ..model.generate import generate
 from ..prep.codecs import valid_codes
 from .metrics import GenerationMetrics, Reference, per_task_losses, split_batch

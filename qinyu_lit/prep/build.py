@@ -28,44 +28,18 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.audio import AudioError, read_audio
-from ..data.features import resample
-from ..data.files import atomic_path, atomic_write_text
+from ..data.files import atomic_write_text
 from ..data.index import INDEX_FORMAT, path_for_index
-from ..data.schema import SCHEMA_VERSION, Sample, Turn
-from .manifest import BAD_ROW_KINDS, BadRow, BadRowError, ManifestRow, scan_manifest
-from .speakers import load_embedding, voice_embedding
-from .writer import shard_name, write_shard
-
-
-@dataclass
-class BuildOptions:
-    """Everything a worker needs to turn rows into a shard (picklable: sent to worker processes)."""
-
-    manifest: str
-    tokenizer: str
-    codec: str | dict
-    codec_class: str
-    num_quantizers: int
-    speaker_encoder: str | dict | None
-    user_speakers: bool
-    user_sample_rate: int
-    codec_batch_size: int
-    device: str
-    seed: int
-    strict: bool
-    threads: int | None
-
-    def fingerprint(self) -> dict:
-        """The options that change the bytes written (not where or how fast they are computed)."""
-        skip = {"manifest", "device", "strict", "threads"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+from ..data.schema import SCHEMA_VERSION
+from .manifest import BAD_ROW_KINDS, BadRow, scan_manifest
+from .shard_builder import BuildOptions, ShardBuilder, sidecar
+from .voices import resolve_voices
+from .writer import shard_name
 
 
 @dataclass
@@ -86,11 +60,6 @@ class BuildReport:
     @property
     def skipped_counts(self) -> dict[str, int]:
         return dict(Counter(b.kind for b in self.skipped))
-
-
-class _RowFailure(Exception):
-    def __init__(self, kind: str, reason: str):
-        self.kind, self.reason = kind, reason
 
 
 # --------------------------------------------------------------------------- entry point
@@ -157,85 +126,73 @@ def build(
     state.mkdir(parents=True, exist_ok=True)
     try:
         options = BuildOptions(
-            manifest=str(manifest),
-            tokenizer=str(tokenizer),
-            codec=codec,
-            codec_class=codec_class,
-            num_quantizers=num_quantizers,
-            speaker_encoder=speaker_encoder,
-            user_speakers=user_speakers,
-            user_sample_rate=user_sample_rate,
-            codec_batch_size=codec_batch_size,
-            device=device,
-            seed=seed,
-            strict=strict,
-            threads=threads,
-        )
+            manifest=str(manifest), tokenizer=str(tokenizer), codec=codec, codec_class=codec_class,
+            num_quantizers=num_quantizers, speaker_encoder=speaker_encoder, user_speakers=user_speakers,
+            user_sample_rate=user_sample_rate, codec_batch_size=codec_batch_size, device=device, seed=seed,
+            strict=strict, threads=threads,
+        )  # fmt: skip
         _claim(out_dir, options, manifest, max_audio_seconds, samples_per_shard, voice_clips, workers)
-
-        scan = scan_manifest(manifest, max_audio_seconds=max_audio_seconds, strict=strict)
-        skipped: list[BadRow] = list(scan.bad)
-        for bad in scan.bad:
-            tqdm.write(f"skipped {bad}", file=sys.stderr)
-        voices, voice_bad = _resolve_voices(scan.rows, options, out_dir, voice_clips)
-        for bad in voice_bad:
-            tqdm.write(f"skipped {bad}", file=sys.stderr)
-        skipped += voice_bad
-        bad_lines = {b.line for b in voice_bad}
-        rows = [r for r in scan.rows if r.line not in bad_lines]
-
+        rows, voices, skipped = _usable_rows(options, out_dir, max_audio_seconds, voice_clips)
         plan = [rows[i : i + samples_per_shard] for i in range(0, len(rows), samples_per_shard)]
         paths = [out_dir / shard_name(i) for i in range(len(plan))]
-        done = {i for i, p in enumerate(paths) if p.exists() and _sidecar(state, p).exists()}
+        done = {i for i, p in enumerate(paths) if p.exists() and sidecar(state, p).exists()}
+        stats = {i: json.loads(sidecar(state, paths[i]).read_text()) for i in done}
         todo = [i for i in range(len(plan)) if i not in done]
-        stats = {i: json.loads(_sidecar(state, paths[i]).read_text()) for i in done}
-
-        bar = tqdm(
-            total=round(sum(r.audio_seconds for i in todo for r in plan[i]), 1),
-            unit="audio-s",
-            desc=f"building {len(todo)} of {len(plan)} shards",
-            disable=not progress,
-        )
-
-        def finished(i: int, shard_stats: dict) -> None:
-            stats[i] = shard_stats
-            for b in shard_stats["skipped"]:
-                tqdm.write(f"skipped {BadRow(**b)}", file=sys.stderr)
-            bar.update(round(sum(r.audio_seconds for r in plan[i]), 1))
-
-        try:
-            if workers <= 0:
-                with _torch_threads(threads):
-                    builder = ShardBuilder(options)
-                    for i in todo:
-                        finished(i, builder.build_shard(plan[i], paths[i], voices))
-            else:
-                _run_pool(workers, options, [(i, plan[i], paths[i], voices) for i in todo], finished)
-        finally:
-            bar.close()
+        _build_shards(options, plan, paths, todo, voices, stats, workers, progress)
 
         entries = [stats[i] for i in range(len(plan))]
         skipped += [BadRow(**b) for s in entries for b in s["skipped"]]
         skipped.sort(key=lambda b: b.line)
         _write_index(out_dir, options, entries, skipped)
         report = BuildReport(
-            out=str(out_dir),
-            shards=[str(p) for p in paths],
-            built=len(todo),
-            resumed=len(done),
-            samples=sum(s["samples"] for s in entries),
-            audio_seconds=sum(s["audio_seconds"] for s in entries),
-            text_tokens=sum(s["text_tokens"] for s in entries),
-            code_frames=sum(s["code_frames"] for s in entries),
-            seconds=time.perf_counter() - start,
-            skipped=skipped,
-        )
+            out=str(out_dir), shards=[str(p) for p in paths], built=len(todo), resumed=len(done),
+            samples=sum(s["samples"] for s in entries), audio_seconds=sum(s["audio_seconds"] for s in entries),
+            text_tokens=sum(s["text_tokens"] for s in entries), code_frames=sum(s["code_frames"] for s in entries),
+            seconds=time.perf_counter() - start, skipped=skipped,
+        )  # fmt: skip
         _print_summary(report)
         return report
     except BaseException:
         if fresh:
             _release(out_dir)
         raise
+
+
+def _usable_rows(options: BuildOptions, out_dir: Path, max_audio_seconds: float, voice_clips: int):
+    """The manifest's good rows whose agent voice resolves, the voices, and every row skipped so far."""
+    scan = scan_manifest(options.manifest, max_audio_seconds=max_audio_seconds, strict=options.strict)
+    voices, voice_bad = resolve_voices(scan.rows, options, out_dir, voice_clips)
+    for bad in scan.bad + voice_bad:
+        tqdm.write(f"skipped {bad}", file=sys.stderr)
+    bad_lines = {b.line for b in voice_bad}
+    return [r for r in scan.rows if r.line not in bad_lines], voices, list(scan.bad) + voice_bad
+
+
+def _build_shards(options: BuildOptions, plan, paths, todo, voices, stats: dict, workers: int, progress: bool) -> None:
+    """Build the shards ``todo`` in this process or in ``workers`` processes; their stats go to ``stats``."""
+    bar = tqdm(
+        total=round(sum(r.audio_seconds for i in todo for r in plan[i]), 1),
+        unit="audio-s",
+        desc=f"building {len(todo)} of {len(plan)} shards",
+        disable=not progress,
+    )
+
+    def finished(i: int, shard_stats: dict) -> None:
+        stats[i] = shard_stats
+        for b in shard_stats["skipped"]:
+            tqdm.write(f"skipped {BadRow(**b)}", file=sys.stderr)
+        bar.update(round(sum(r.audio_seconds for r in plan[i]), 1))
+
+    try:
+        if workers <= 0:
+            with _torch_threads(options.threads):
+                builder = ShardBuilder(options)
+                for i in todo:
+                    finished(i, builder.build_shard(plan[i], paths[i], voices))
+        else:
+            _run_pool(workers, options, [(i, plan[i], paths[i], voices) for i in todo], finished)
+    finally:
+        bar.close()
 
 
 def _release(out_dir: Path) -> None:
@@ -295,10 +252,6 @@ def _claim(
         atomic_write_text(numerics_path, json.dumps(numerics))
 
 
-def _sidecar(state: Path, shard: Path) -> Path:
-    return state / (shard.name + ".json")
-
-
 def _run_pool(workers: int, options: BuildOptions, jobs: list, finished) -> None:
     # spawn, not fork: torch and tokenizers hold threads that a fork would copy in a broken state
     ctx = multiprocessing.get_context("spawn")
@@ -345,236 +298,6 @@ def _init_worker(options: BuildOptions, workers: int) -> None:
 
 def _worker_build(index: int, rows, path, voices) -> dict:
     return _WORKER.build_shard(rows, path, voices)
-
-
-# --------------------------------------------------------------------------- one shard
-
-
-class ShardBuilder:
-    """Turns manifest rows into ``Sample``s and writes them as one shard (codec, speaker
-    encoder and tokenizer are loaded once per process)."""
-
-    def __init__(self, options: BuildOptions):
-        from ..data.tokenizer import load_tokenizer
-        from .codecs import load_codec, resolve_codec_class
-
-        self.options = options
-        self.codec = load_codec(
-            resolve_codec_class(options.codec_class, options.codec),
-            model=options.codec,
-            num_quantizers=options.num_quantizers,
-            device=options.device,
-            seed=options.seed,
-        )
-        self.speaker_encoder = _speaker_encoder(options)
-        self.tokenizer = load_tokenizer(options.tokenizer)
-        self._warned_constant = False
-
-    def build_shard(self, rows: list[ManifestRow], path: Path, voices: dict[str, np.ndarray]) -> dict:
-        """Build and write one shard; returns its index entry (bad rows under ``skipped``)."""
-        opts = self.options
-        loaded, skipped = [], []
-        for row in rows:
-            try:
-                loaded.append((row, self._load(row)))
-            except _RowFailure as e:
-                bad = BadRow(opts.manifest, row.line, row.key, e.kind, e.reason)
-                if opts.strict:
-                    raise BadRowError(bad) from None
-                skipped.append(bad)
-        codes = self._encode_assistant_audio(loaded)
-        self._warn_constant(codes, path)
-        samples = []
-        for row, audio in loaded:
-            try:
-                samples.append(self._sample(row, audio, codes, voices))
-            except _RowFailure as e:
-                bad = BadRow(opts.manifest, row.line, row.key, e.kind, e.reason)
-                if opts.strict:
-                    raise BadRowError(bad) from None
-                skipped.append(bad)
-        stats = self._stats(path, samples, skipped)
-        # the sidecar goes first: a shard under its final name always has its statistics
-        atomic_write_text(_sidecar(path.parent / ".build", path), json.dumps(stats, indent=1))
-        write_shard(samples, path, index=False)  # the whole index.json is written at the end (_write_index)
-        return stats
-
-    def _load(self, row: ManifestRow) -> dict[int, tuple[np.ndarray, int]]:
-        """Decode every audio file of a row: turn index -> (mono float32, sample rate)."""
-        audio = {}
-        for i, turn in enumerate(row.turns):
-            if turn.audio is None:
-                continue
-            try:
-                wav, sr = read_audio(turn.audio, where=f"turns[{i}].audio: {turn.audio}")
-            except AudioError as e:
-                raise _RowFailure("unreadable_audio", str(e)) from None
-            audio[i] = (wav, int(sr))
-        return audio
-
-    def _encode_assistant_audio(self, loaded) -> dict[tuple[str, int], np.ndarray]:
-        """Codes of every assistant clip of the shard, ``codec_batch_size`` clips per call.
-
-        Clips are sorted by length (less padding per batch); the order depends only on the
-        shard's rows, so the same shard always sees the same batches."""
-        clips = []
-        for row, audio in loaded:
-            for i, turn in enumerate(row.turns):
-                if turn.role == "assistant" and i in audio:
-                    wav, sr = audio[i]
-                    clips.append(((row.key, i), resample(wav, sr, self.codec.sample_rate)))
-        clips.sort(key=lambda c: len(c[1]))
-        codes = {}
-        step = max(1, self.options.codec_batch_size)
-        for b in range(0, len(clips), step):
-            batch = clips[b : b + step]
-            for (ref, _), c in zip(batch, self.codec.encode([w for _, w in batch]), strict=True):
-                codes[ref] = c
-        return codes
-
-    def _warn_constant(self, codes: dict, path: Path) -> None:
-        from .codecs import constant_codes
-
-        if not self._warned_constant and constant_codes(list(codes.values())):
-            self._warned_constant = True  # once per process: the codec, not the shard, is the problem
-            tqdm.write(
-                f"warning: {path.name}: codec {self.codec.name!r} emitted one constant code per codebook for every "
-                "clip - the codes carry no audio (an untrained codec?); use pretrained weights (--codec kyutai/mimi) "
-                "or the offline --codec tiny-mimi for trying the pipeline",
-                file=sys.stderr,
-            )
-
-    def _sample(self, row: ManifestRow, audio, codes, voices) -> Sample:
-        opts = self.options
-        turns = []
-        for i, t in enumerate(row.turns):
-            turn = Turn(role=t.role, text=t.text)
-            if t.speaker is not None:
-                turn.speaker = _embedding(t.speaker, f"turns[{i}].speaker")
-            if t.role == "user" and i in audio:
-                wav, sr = audio[i]
-                turn.audio, turn.sample_rate = resample(wav, sr, opts.user_sample_rate), opts.user_sample_rate
-                if turn.speaker is None and self.speaker_encoder is not None and opts.user_speakers:
-                    turn.speaker = _finite(
-                        self.speaker_encoder.embed(wav, sr), f"turns[{i}]: the speaker encoder's output"
-                    )
-            if t.role == "assistant" and i in audio:
-                turn.codes = codes[(row.key, i)]
-            turns.append(turn)
-        agent = None
-        if row.agent_speaker is not None:
-            agent = _embedding(row.agent_speaker, "agent_speaker")
-        elif row.agent_voice is not None:
-            agent = voices[row.agent_voice]
-        dims = {v.shape[0] for v in [agent] + [t.speaker for t in turns] if v is not None}
-        if len(dims) > 1:
-            raise _RowFailure(
-                "bad_embedding",
-                f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}",
-            )
-        meta = dict(row.meta, manifest_line=row.line)
-        return Sample(row.key, row.task, turns, self.codec.info, row.language, row.system, agent, meta=meta)
-
-    def _stats(self, path: Path, samples: list[Sample], skipped: list[BadRow]) -> dict:
-        def tokens(text: str) -> int:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-
-        audio = sum(len(t.audio) / t.sample_rate for s in samples for t in s.turns if t.audio is not None)
-        frames = sum(t.codes.shape[1] for s in samples for t in s.turns if t.codes is not None)
-        return {
-            "path": path.name,  # relative to the index's folder
-            "samples": len(samples),
-            "audio_seconds": round(audio + frames / self.codec.frame_rate, 3),
-            "text_tokens": sum(tokens(s.system) + sum(tokens(t.text) for t in s.turns) for s in samples),
-            "code_frames": frames,
-            "tasks": dict(sorted(Counter(s.task for s in samples).items())),
-            "speaker_dims": sorted(
-                {
-                    v.shape[0]
-                    for s in samples
-                    for v in [s.agent_speaker] + [t.speaker for t in s.turns]
-                    if v is not None
-                }
-            ),
-            "codec": self.codec.info.__dict__,
-            "skipped": [b.to_dict() for b in skipped],
-        }
-
-
-def _embedding(path: str, where: str) -> np.ndarray:
-    try:
-        return load_embedding(path)
-    except ValueError as e:
-        raise _RowFailure("bad_embedding", f"{where}: {e}") from None
-
-
-def _finite(vec: np.ndarray, where: str) -> np.ndarray:
-    if not np.isfinite(vec).all():
-        raise _RowFailure("bad_embedding", f"{where} contains NaN or inf")
-    return vec.astype(np.float32)
-
-
-def _speaker_encoder(options: BuildOptions):
-    if options.speaker_encoder is None:
-        return None
-    from .speakers import WavLMSpeakerEncoder
-
-    return WavLMSpeakerEncoder(options.speaker_encoder, device=options.device, seed=options.seed)
-
-
-# --------------------------------------------------------------------------- voices
-
-
-def _resolve_voices(rows: list[ManifestRow], options: BuildOptions, out_dir: Path, max_clips: int):
-    """Agent voice id -> mean embedding of up to ``max_clips`` of its assistant clips.
-
-    Saved as ``out/voices/<id>.npy`` (inference needs the same vector) and reused on resume."""
-    wanted: dict[str, list[str]] = {}
-    for row in rows:
-        if row.agent_voice is not None:
-            clips = wanted.setdefault(row.agent_voice, [])
-            clips += [t.audio for t in row.turns if t.role == "assistant" and t.audio is not None][
-                : max_clips - len(clips)
-            ]
-    voices, failed = {}, {}
-    encoder = None
-    for voice, clips in sorted(wanted.items()):
-        path = out_dir / "voices" / f"{voice}.npy"
-        if path.exists():
-            voices[voice] = load_embedding(path)
-            continue
-        if not clips:
-            failed[voice] = f"agent_voice {voice!r} has no assistant audio in the manifest to embed"
-            continue
-        if options.speaker_encoder is None:
-            raise ValueError(
-                f"rows name agent_voice {voice!r}: set --speaker_encoder to embed its clips, "
-                "or give each row an agent_speaker .npy"
-            )
-        encoder = encoder or _speaker_encoder(options)
-        embeddings = []
-        for clip in clips:
-            try:
-                embeddings.append(encoder.embed(*read_audio(clip)))
-            except Exception as e:  # an unreadable clip is reported with its row while building
-                tqdm.write(
-                    f"voice {voice!r}: clip {clip} not used ({type(e).__name__}: {e})", file=sys.stderr
-                )
-        vec = voice_embedding(embeddings, max_clips) if embeddings else None
-        if vec is None or not np.isfinite(vec).all():
-            failed[voice] = f"agent_voice {voice!r}: no usable embedding (no readable clip, or NaN/inf)"
-            continue
-        voices[voice] = vec
-        with atomic_path(path, suffix=".partial.npy") as tmp:  # np.save appends .npy to other names
-            np.save(tmp, vec, allow_pickle=False)
-    bad = [
-        BadRow(options.manifest, r.line, r.key, "bad_embedding", failed[r.agent_voice])
-        for r in rows
-        if r.agent_voice in failed
-    ]
-    if bad and options.strict:
-        raise BadRowError(bad[0])
-    return voices, bad
 
 
 # --------------------------------------------------------------------------- index and report

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.index import INDEX_FORMAT, path_from_index, read_index
+from ..data.mixture import expand_shards
 from ..data.schema import Sample, SampleError, decode_sample
-from ..data.stream import expand_shards, iter_raw_samples
+from ..data.tar import iter_raw_samples
 from .build import build
 
 

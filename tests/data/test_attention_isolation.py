@@ -13,9 +13,9 @@ import dataclasses
 import pytest
 import torch
 
+from qinyu_lit.data.batch import collate
 from qinyu_lit.data.features import FbankLFR
 from qinyu_lit.data.layout import TokenLayout
-from qinyu_lit.data.stream import collate
 from qinyu_lit.data.tokenizer import load_tokenizer
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.prep.demo import demo_samples

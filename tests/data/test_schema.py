@@ -7,7 +7,7 @@ import pytest
 import webdataset as wds
 
 from qinyu_lit.data.schema import CodecInfo, Sample, SampleError, Turn, decode_sample, encode_sample
-from qinyu_lit.data.stream import iter_raw_samples
+from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.prep.writer import write_shard
 
 CODEC = CodecInfo("test", 8, 64, 12.5, 16000)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qinyu_lit.data.stream import collate
+from qinyu_lit.data.batch import collate
 from qinyu_lit.eval.metrics import GenerationMetrics, Reference, normalize_text, per_task_losses, split_batch
 from qinyu_lit.inference import layout_for
 from qinyu_lit.prep.demo import demo_samples

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from qinyu_lit.data.batch import collate
 from qinyu_lit.data.features import FbankLFR, WhisperMel
 from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.schema import CodecInfo, Sample, Turn
-from qinyu_lit.data.stream import collate
 from qinyu_lit.model.encoders import build_audio_encoder, build_backbone
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone

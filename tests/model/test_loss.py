@@ -5,9 +5,9 @@ import math
 import numpy as np
 import torch
 
+from qinyu_lit.data.batch import collate
 from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.schema import CodecInfo, Sample, Turn
-from qinyu_lit.data.stream import collate
 from qinyu_lit.model.qinyu import QinYuModel
 
 

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from qinyu_lit.cli import main
 from qinyu_lit.data.schema import decode_sample
-from qinyu_lit.data.stream import iter_raw_samples
+from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.prep.build import build
 from qinyu_lit.prep.codecs import TINY_MIMI
 from qinyu_lit.prep.inspect import check_shards

@@ -91,7 +91,7 @@ def test_each_bad_row_is_reported_with_line_and_reason_and_skipped(bad_manifest,
 
 def _samples(report):
     from qinyu_lit.data.schema import decode_sample
-    from qinyu_lit.data.stream import iter_raw_samples
+    from qinyu_lit.data.tar import iter_raw_samples
 
     return [decode_sample(raw) for raw in iter_raw_samples(report.shards)]
 

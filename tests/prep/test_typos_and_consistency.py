@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qinyu_lit.data.errors import QinYuError
-from qinyu_lit.data.stream import _ShardCursor, iter_raw_samples
+from qinyu_lit.data.tar import ShardCursor, iter_raw_samples
 from qinyu_lit.model.encoders import build_audio_encoder, build_backbone
 from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
 from qinyu_lit.prep.build import build
@@ -117,7 +117,7 @@ def test_members_of_a_sample_must_be_adjacent(tmp_path):
     message = f"{shuffled}: members of sample {a!r} are not adjacent"
     with pytest.raises(tarfile.ReadError, match=message):
         list(iter_raw_samples([str(shuffled)]))
-    cursor = _ShardCursor(str(shuffled))
+    cursor = ShardCursor(str(shuffled))
     assert cursor.next_sample()["__key__"] == a and cursor.next_sample()["__key__"] == b
     with pytest.raises(tarfile.ReadError, match="must be consecutive in the tar"):
         cursor.next_sample()

@@ -21,7 +21,7 @@ import yaml
 from qinyu_lit.data.index import check_index_codec
 from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.schema import decode_sample
-from qinyu_lit.data.stream import iter_raw_samples
+from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.data.tokenizer import load_tokenizer
 from qinyu_lit.prep.build import build
 from qinyu_lit.prep.codecs import XYTokenizerCodec, load_codec, resolve_codec_class, write_wav

@@ -9,8 +9,9 @@ import pytest
 import soundfile
 import torch
 
+from qinyu_lit.data.mixture import expand_shards
 from qinyu_lit.data.schema import decode_sample
-from qinyu_lit.data.stream import expand_shards, iter_raw_samples
+from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.weights import save_exported
 from qinyu_lit.persona_bank import PersonaBank

@@ -1,0 +1,76 @@
+"""The batch contract: what ``collate`` hands the model, and the rule that keeps packed samples apart.
+
+Keys of a batch (B rows of width W):
+
+    input_ids     [B, W] long   text ids; placeholders where speech, speakers or audio frames go
+    codes         [B, W, C]     the C codebook values at assistant audio positions, -1 elsewhere
+    target_mask   [B, W] bool   position t is supervised: position t-1 predicts it (the shifted loss)
+    position_ids  [B, W]        restart at 0 for every packed sample and for the padding tail
+    speakers      [S, D]        one vector per <|speaker|> / <|user_speaker|> placeholder, in order
+    audio_features, audio_feature_lens   user speech for the frozen encoder (when any)
+    num_tokens, lengths, keys, sources, tasks   what the rows hold (counts and logs; host-side lists)
+
+The packing rule: every sequence starts with an unsupervised token (``<|im_start|>``), so the shifted
+loss never crosses a sample boundary - the last position of one sample would otherwise be trained to
+predict the first token of the next. ``collate`` asserts it. transformers derives the block-diagonal
+attention from the restarting ``position_ids`` (no hand-made masks; ``use_cache=False`` in training).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .layout import TokenSequence
+
+
+def collate(
+    rows: list[list[TokenSequence]], pad_id: int, num_codebooks: int, pad_to: int | None = None
+) -> dict:
+    """Rows of sequences -> the model's batch.
+
+    Each row is one or more sequences laid end to end (a pack). ``position_ids`` restart
+    at 0 for every sequence and for the padding tail, which is how transformers tells
+    packed samples apart and keeps their attention separate (no hand-made masks).
+    """
+    lengths = [sum(len(s) for s in row) for row in rows]
+    width = max(max(lengths), pad_to or 0)
+    batch = len(rows)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    codes = torch.full((batch, width, num_codebooks), -1, dtype=torch.long)
+    target_mask = torch.zeros((batch, width), dtype=torch.bool)
+    position_ids = torch.zeros((batch, width), dtype=torch.long)
+    speakers, features = [], []
+    for b, row in enumerate(rows):
+        t = 0
+        for seq in row:
+            n = len(seq)
+            # the packing rule (module docstring): a sample's first token is never a target
+            assert not seq.target_mask[0], f"{seq.key}: the first token of a sequence must not be supervised"
+            input_ids[b, t : t + n] = torch.from_numpy(seq.input_ids)
+            codes[b, t : t + n] = torch.from_numpy(seq.codes)
+            target_mask[b, t : t + n] = torch.from_numpy(seq.target_mask)
+            position_ids[b, t : t + n] = torch.arange(n)
+            speakers += seq.speakers
+            features += seq.audio_features
+            t += n
+        position_ids[b, t:] = torch.arange(width - t)
+    out = {
+        "input_ids": input_ids,
+        "codes": codes,
+        "target_mask": target_mask,
+        "position_ids": position_ids,
+        "speakers": torch.from_numpy(np.stack(speakers)) if speakers else torch.zeros(0, 0),
+        "num_tokens": torch.tensor(sum(lengths)),
+        "lengths": [[len(s) for s in row] for row in rows],
+        "keys": [[s.key for s in row] for row in rows],
+        "sources": [[s.source for s in row] for row in rows],
+        "tasks": [[s.task for s in row] for row in rows],
+    }
+    if features:
+        lens = torch.tensor([len(f) for f in features])
+        feats = torch.zeros(len(features), int(lens.max()), features[0].shape[1])
+        for i, f in enumerate(features):
+            feats[i, : len(f)] = torch.from_numpy(f)
+        out["audio_features"], out["audio_feature_lens"] = feats, lens
+    return out
