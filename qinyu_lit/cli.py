@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 from .data.datamodule import QinYuDataModule
 from .data.errors import QinYuError
 from .data.index import absolute_if_local
+from .model.encoders import encoder_mel_bins, front_end_of
 from .model.official import convert_official_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
@@ -45,6 +46,13 @@ class QinYuCLI(LightningCLI):
         parser.link_arguments("data.init_args.tokenizer", "model.init_args.net.tokenizer", compute_fn=absolute_if_local)
         parser.link_arguments("data.init_args.num_codebooks", "model.init_args.net.num_codebooks")
         parser.link_arguments("data.init_args.codebook_size", "model.init_args.net.codebook_size")
+        # the audio front end is the encoder's: its kind and mel bins come from model.net (Whisper v3: 128 bins)
+        parser.link_arguments("model.init_args.net.audio_encoder_type", "data.init_args.audio_front_end", compute_fn=front_end_of)
+        parser.link_arguments(
+            ("model.init_args.net.audio_encoder", "model.init_args.net.audio_encoder_type"),
+            "data.init_args.num_mel_bins",
+            compute_fn=encoder_mel_bins,
+        )
         parser.link_arguments("data.init_args.token_layout", "model.init_args.net.token_layout")
 
     def before_fit(self) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qinyu_lit.cli import main
+from qinyu_lit.cli import QinYuCLI, main
+from qinyu_lit.data.datamodule import QinYuDataModule
+from qinyu_lit.stages.base import QinYuStage
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 ALL = sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml"))
@@ -92,3 +94,24 @@ def test_mixture_weights_follow_vita_audio_table_2():
     sft = weights["sft.yaml"]
     assert {sft[k] for k in ("conversation", "roleplay", "singing")} == {2.0}
     assert {sft[k] for k in ("asr", "tts", "sqa", "text")} == {0.05}
+
+
+@pytest.mark.parametrize(
+    ("kind", "encoder", "front_end", "bins"),
+    [
+        ("whisper", {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "num_mel_bins": 128},
+         "whisper", 128),  # Whisper large-v3 reads 128 mel bins
+        ("fun_asr_nano", {"hidden_size": 32, "num_mel_bins": 80}, "fbank_lfr", 80),
+        ("sense_voice", {"hidden_size": 32, "num_mel_bins": 8}, "sense_voice", 8),
+    ],
+)  # fmt: skip
+def test_the_front_end_and_its_mel_bins_follow_the_encoder(kind, encoder, front_end, bins, tmp_path, monkeypatch):
+    """data.audio_front_end and data.num_mel_bins are linked from model.net: set once, on the encoder."""
+    monkeypatch.chdir(tmp_path)  # the recipe's logger and checkpoint folders
+    cli = QinYuCLI(
+        QinYuStage, QinYuDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        args=["--config", str(RECIPES / "tiny/sft.yaml"), "--model.init_args.net.audio_encoder_type", kind,
+              "--model.init_args.net.audio_encoder", yaml.safe_dump(encoder, default_flow_style=True)],
+    )  # fmt: skip
+    assert (cli.datamodule.hparams.audio_front_end, cli.datamodule.hparams.num_mel_bins) == (front_end, bins)
+    assert cli.model.net_config.audio_encoder_type == kind

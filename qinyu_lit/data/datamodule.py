@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -22,9 +23,8 @@ from .features import FRONT_ENDS
 from .index import absolute_if_local
 from .layout import TokenLayout
 from .mixture import Catalog, Source, parse_sources
-from .packing import OVERLONG_POLICIES
 from .stream import ShardStream
-from .tokenizer import PROFILES, load_tokenizer
+from .tokenizer import load_tokenizer
 
 _GLOO_GROUP = None
 
@@ -152,7 +152,10 @@ class QinYuDataModule(L.LightningDataModule):
         num_codebooks: codebooks per audio frame (must match the shards and the model).
         codebook_size: codes per codebook (must match the shards and the model).
         audio_front_end: ``fbank_lfr`` (FunAsrNano encoder), ``whisper``, or ``sense_voice`` (the
-            release's SenseVoiceSmall: CMVN from ``cmvn`` and 4 more placeholders per clip).
+            release's SenseVoiceSmall: CMVN from ``cmvn`` and 4 more placeholders per clip). Under
+            ``qinyu-lit fit`` it follows ``model.init_args.net.audio_encoder_type`` (linked).
+        num_mel_bins: mel bins of the front end (80; Whisper large-v3: 128). Under ``qinyu-lit fit`` it is
+            read from the audio encoder's config (linked).
         cmvn: SenseVoiceSmall's ``am.mvn`` for ``audio_front_end: sense_voice`` (``None``: no CMVN).
         token_layout: ``qinyu`` (this project's layout) or ``official`` (the released VITA-QinYu's,
             for a converted checkpoint; see data_cards/SCHEMA.md). The model follows (linked).
@@ -180,33 +183,26 @@ class QinYuDataModule(L.LightningDataModule):
         pattern: list[int] = [1, 8, 4, 8],  # noqa: B006 - jsonargparse shows list defaults in --help
         num_codebooks: int = 8,
         codebook_size: int = 1024,
-        audio_front_end: str = "fbank_lfr",
+        audio_front_end: Literal["fbank_lfr", "whisper", "sense_voice"] = "fbank_lfr",
+        num_mel_bins: int = 80,
         cmvn: str | None = None,
-        token_layout: str = "qinyu",
+        token_layout: Literal["qinyu", "official"] = "qinyu",
         batch_size: int = 4,
         num_workers: int = 0,
         shuffle_buffer: int = 256,
-        supervise: str = "last",
+        supervise: Literal["last", "all"] = "last",
         seed: int = 0,
         pack_length: int | None = None,
         pack_window: int = 512,
         min_fill: float = 0.99,
-        overlong: str = "truncate",
+        overlong: Literal["truncate", "drop"] = "truncate",
         mix_shards: int = 4,
         strict: bool = False,
         tokens_per_step: int | None = None,
     ):
         super().__init__()
-        if audio_front_end not in FRONT_ENDS:
-            raise ValueError(
-                f"data.audio_front_end must be one of {sorted(FRONT_ENDS)}, got {audio_front_end!r}"
-            )
-        if token_layout not in PROFILES:
-            raise ValueError(f"data.token_layout must be one of {PROFILES}, got {token_layout!r}")
         if cmvn and audio_front_end != "sense_voice":
             raise ValueError("data.cmvn is read only by data.audio_front_end: sense_voice")
-        if overlong not in OVERLONG_POLICIES:
-            raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
         if tokens_per_step and not pack_length:
             raise ValueError("data.tokens_per_step needs data.pack_length (tokens per micro-batch row)")
         tokenizer = absolute_if_local(tokenizer)  # saved in the checkpoint: must resolve from any directory
@@ -222,13 +218,13 @@ class QinYuDataModule(L.LightningDataModule):
     def layout(self) -> TokenLayout:
         if self._layout is None:
             hp = self.hparams
-            front_end = FRONT_ENDS[hp.audio_front_end]
+            front_end, bins = FRONT_ENDS[hp.audio_front_end], hp.num_mel_bins
             self._layout = TokenLayout(
                 load_tokenizer(hp.tokenizer, hp.token_layout),
                 pattern=hp.pattern,
                 num_codebooks=hp.num_codebooks,
                 codebook_size=hp.codebook_size,
-                front_end=front_end(hp.cmvn) if hp.audio_front_end == "sense_voice" else front_end(),
+                front_end=front_end(hp.cmvn, num_mel_bins=bins) if hp.cmvn else front_end(num_mel_bins=bins),
                 supervise=hp.supervise,
                 profile=hp.token_layout,
             )

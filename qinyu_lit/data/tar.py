@@ -95,7 +95,8 @@ def scan_count(shard: str) -> int:
         while cursor.next_sample(read=False) is not None:
             count += 1
     except TAR_ERRORS:
-        pass
+        # a sample whose first header was read counts: the reader then reports it as lost, by key
+        count += cursor is not None and cursor.reading_key not in (None, cursor.last_key)
     finally:
         if cursor is not None:
             cursor.close()

@@ -42,7 +42,7 @@ class QinYuConfig:
     backbone: str | dict = "Qwen/Qwen3-8B"
     tokenizer: str = "Qwen/Qwen3-8B"
     audio_encoder: str | dict | None = None
-    audio_encoder_type: str = "fun_asr_nano"
+    audio_encoder_type: Literal["fun_asr_nano", "whisper", "sense_voice"] = "fun_asr_nano"
     num_codebooks: int = 8
     codebook_size: int = 1024
     speaker_dim: int = 192

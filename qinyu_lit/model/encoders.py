@@ -15,6 +15,28 @@ from ..data.errors import QinYuError, check_config_dict
 from .attention import resolve_attn_implementation  # also registers qinyu_varlen with transformers
 
 ENCODER_TYPES = ("fun_asr_nano", "whisper", "sense_voice")
+FRONT_END_OF = {"fun_asr_nano": "fbank_lfr", "whisper": "whisper", "sense_voice": "sense_voice"}  # data.audio_front_end
+
+
+def front_end_of(kind: str) -> str:
+    """The data module's ``audio_front_end`` for an ``audio_encoder_type`` (cli.py links the two)."""
+    return FRONT_END_OF.get(kind, "fbank_lfr")
+
+
+def encoder_mel_bins(spec: str | dict | None, kind: str) -> int:
+    """Mel bins the audio encoder reads (``num_mel_bins`` of its config: 80, Whisper large-v3 128).
+
+    Read from a dict config or, for a name, from a config already on disk (``local_files_only``:
+    parsing a recipe never downloads); 80 when neither says. The link to ``data.num_mel_bins``.
+    """
+    if isinstance(spec, dict):
+        return int(spec.get("num_mel_bins", 80))
+    if isinstance(spec, str):
+        try:
+            return int(getattr(AutoConfig.from_pretrained(spec, local_files_only=True), "num_mel_bins", 80))
+        except (OSError, ValueError):
+            return 80  # not on disk yet: building the model downloads it, and a mismatch fails there
+    return 80
 
 
 def _dtype(name: str | None):
