@@ -28,9 +28,9 @@ import soundfile as sf
 import torch
 
 from qinyu_lit.prep.build import BuildOptions, ShardBuilder, build
-from qinyu_lit.prep.codecs import TINY_MIMI
 from qinyu_lit.prep.demo import make_demo_corpus
 from qinyu_lit.prep.manifest import scan_manifest
+from qinyu_lit.tiny_configs import TINY_MIMI
 
 KINDS = [(16000, 1, "WAV"), (44100, 2, "FLAC"), (24000, 1, "FLAC"), (22050, 2, "WAV")]
 

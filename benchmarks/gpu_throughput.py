@@ -30,8 +30,8 @@ from qinyu_lit.data.tokenizer import train_demo_tokenizer
 from qinyu_lit.model.attention import VARLEN
 from qinyu_lit.model.flops import backbone_shape, dense_bf16_peak, matmul_parameters, packed_training_flops
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
-from qinyu_lit.model.tiny import tiny_backbone
 from qinyu_lit.stages.base import apply_trainable
+from qinyu_lit.tiny_configs import tiny_backbone
 
 QWEN3 = {  # the public Qwen3 configs (config.json), random weights here
     "1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,

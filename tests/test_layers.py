@@ -19,14 +19,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qinyu_lit"
 
 # layer -> the layers it may import (itself always allowed)
 ALLOWED = {
-    "data": set(),
-    "prep": {"data"},
-    "model": {"data"},
-    "eval": {"data", "prep", "model"},
-    "stages": {"data", "prep", "model", "eval"},
-    "inference": {"data", "prep", "model", "eval", "stages"},
-    "persona_bank": {"data", "prep", "model", "eval", "stages", "inference"},
-    "cli": {"data", "prep", "model", "eval", "stages", "inference", "persona_bank"},
+    "tiny_configs": set(),  # plain dicts of config fields: every layer may use them
+    "data": {"tiny_configs"},
+    "prep": {"data", "tiny_configs"},
+    "model": {"data", "tiny_configs"},
+    "eval": {"data", "prep", "model", "tiny_configs"},
+    "stages": {"data", "prep", "model", "eval", "tiny_configs"},
+    "inference": {"data", "prep", "model", "eval", "stages", "tiny_configs"},
+    "persona_bank": {"data", "prep", "model", "eval", "stages", "inference", "tiny_configs"},
+    "cli": {"data", "prep", "model", "eval", "stages", "inference", "persona_bank", "tiny_configs"},
     "__init__": set(),
 }
 NO_LIGHTNING = {"data/delay.py", "data/layout.py", "data/schema.py", "data/tokenizer.py", "model"}

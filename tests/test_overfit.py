@@ -16,9 +16,9 @@ from qinyu_lit.data.batch import collate
 from qinyu_lit.inference import layout_for, reply_to
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.weights import save_exported
-from qinyu_lit.prep.codecs import TINY_MIMI
 from qinyu_lit.prep.demo import DEMO_TASKS, demo_samples
 from qinyu_lit.prep.writer import write_shard
+from qinyu_lit.tiny_configs import TINY_MIMI
 from tests.conftest import make_tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -19,7 +19,8 @@ import pytest
 import torch
 import yaml
 
-from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
+from qinyu_lit.tiny_configs import TINY_FUN_ASR_NANO as TINY_ENCODER
+from qinyu_lit.tiny_configs import tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILL, EVERY = 12, 6, 4

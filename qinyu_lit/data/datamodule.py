@@ -177,8 +177,8 @@ class QinYuDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train: str | list | None = None,
-        val: str | list | None = None,
+        train: str | list[str | Source] | None = None,
+        val: str | list[str | Source] | None = None,
         tokenizer: str = "Qwen/Qwen3-8B",
         pattern: list[int] = [1, 8, 4, 8],  # noqa: B006 - jsonargparse shows list defaults in --help
         num_codebooks: int = 8,

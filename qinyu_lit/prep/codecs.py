@@ -28,23 +28,8 @@ import soundfile as sf
 import torch
 
 from ..data.schema import CodecInfo
+from ..tiny_configs import TINY_MIMI
 
-# MimiConfig fields of a small random codec for tests and CPU demos (~0.4M parameters).
-# Mimi's grouped upsampling conv needs upsample_groups == hidden_size.
-TINY_MIMI = dict(
-    hidden_size=32,
-    upsample_groups=32,
-    num_filters=8,
-    num_hidden_layers=1,
-    intermediate_size=64,
-    num_attention_heads=2,
-    num_key_value_heads=2,
-    head_dim=16,
-    codebook_size=64,
-    codebook_dim=16,
-    vector_quantization_hidden_dimension=16,
-    num_quantizers=8,
-)
 # names of codecs that need no download (``--codec tiny-mimi``); a folder of that name wins
 OFFLINE_CODECS = {"tiny-mimi": TINY_MIMI}
 
@@ -87,7 +72,7 @@ class MimiCodec(AudioCodec):
     Args:
         model: a pretrained name or directory (``kyutai/mimi``), or a dict of ``MimiConfig``
             fields for a randomly initialised codec (``{}`` = the full-size architecture;
-            ``codecs.TINY_MIMI`` = a tiny one for tests).
+            ``qinyu_lit.tiny_configs.TINY_MIMI`` = a tiny one for tests).
         num_quantizers: codebooks kept per frame (the paper's model uses 8).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seed of the random weights when ``model`` is a dict (same seed, same codec in

@@ -10,10 +10,8 @@ from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.schema import CodecInfo, Sample, Turn
 from qinyu_lit.model.encoders import build_audio_encoder, build_backbone
 from qinyu_lit.model.qinyu import QinYuModel
-from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
-
-TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=80,
-                    max_source_positions=100, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=100)  # fmt: skip
+from qinyu_lit.tiny_configs import TINY_FUN_ASR_NANO as TINY_ENCODER
+from qinyu_lit.tiny_configs import TINY_WHISPER, tiny_backbone
 
 
 def test_pretrained_directory_and_config_build_the_same_classes(tmp_path):

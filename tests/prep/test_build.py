@@ -20,21 +20,14 @@ from qinyu_lit.cli import main
 from qinyu_lit.data.schema import decode_sample
 from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.prep.build import build
-from qinyu_lit.prep.codecs import TINY_MIMI
 from qinyu_lit.prep.inspect import check_shards
 from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
+from qinyu_lit.tiny_configs import TINY_MIMI, TINY_WAVLM
 
 TINY_SFT = str(Path(__file__).parents[2] / "recipes" / "tiny" / "sft.yaml")
 CODEBOOK_SIZE = 32  # not the tiny recipe's 64: the fit below must be told through an override
 MIMI = dict(TINY_MIMI, codebook_size=CODEBOOK_SIZE)
-# WavLMForXVector with toy sizes (320x downsampling like the real one: 50 frames/s); 16-d x-vectors = the
-# tiny recipe's speaker_dim
-WAVLM = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=[16, 16, 16],
-    conv_kernel=[10, 8, 8], conv_stride=[5, 8, 8], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    tdnn_dim=[16, 16], tdnn_kernel=[5, 1], tdnn_dilation=[1, 1], xvector_output_dim=16, num_buckets=32,
-    max_bucket_distance=100,
-)  # fmt: skip
+WAVLM = TINY_WAVLM  # 16-d x-vectors = the tiny recipe's speaker_dim
 # (sample rate, channels, format): mixed rates, stereo, WAV, FLAC and OGG Vorbis
 AUDIO_KINDS = [
     (16000, 1, "WAV"),

@@ -15,7 +15,8 @@ from qinyu_lit.data.index import check_index_codec
 from qinyu_lit.data.schema import CodecMismatch, decode_sample
 from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.prep.build import build
-from qinyu_lit.prep.codecs import TINY_MIMI, AudioCodec, MimiCodec, load_codec
+from qinyu_lit.prep.codecs import AudioCodec, MimiCodec, load_codec
+from qinyu_lit.tiny_configs import TINY_MIMI
 from tests.prep.test_build import MIMI, write_tone
 
 

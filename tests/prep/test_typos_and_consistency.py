@@ -14,14 +14,15 @@ import pytest
 from qinyu_lit.data.errors import QinYuError
 from qinyu_lit.data.tar import ShardCursor, iter_raw_samples
 from qinyu_lit.model.encoders import build_audio_encoder, build_backbone
-from qinyu_lit.model.tiny import TINY_ENCODER, tiny_backbone
 from qinyu_lit.prep.build import build
-from qinyu_lit.prep.codecs import TINY_MIMI, MimiCodec, constant_codes
+from qinyu_lit.prep.codecs import MimiCodec, constant_codes
 from qinyu_lit.prep.demo import demo_samples
 from qinyu_lit.prep.inspect import check_shards
 from qinyu_lit.prep.manifest import scan_manifest
 from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
 from qinyu_lit.prep.writer import write_shard
+from qinyu_lit.tiny_configs import TINY_FUN_ASR_NANO as TINY_ENCODER
+from qinyu_lit.tiny_configs import TINY_MIMI, tiny_backbone
 from tests.prep.test_build import WAVLM, build_args, make_audio_corpus
 
 # ---------------------------------------------------------------------------- config dicts

@@ -19,16 +19,11 @@ from qinyu_lit.prep.persona_data import build_persona, load_profile, make_demo_p
 from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
 from qinyu_lit.stages import PersonaStage
 from qinyu_lit.stages.checkpoints import save_adapter
+from qinyu_lit.tiny_configs import TINY_WAVLM
 
 from .helpers import demo_data, fit_steps
 
-# WavLMForXVector with toy sizes (as tests/data/test_build.py); 16-d x-vectors
-WAVLM = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=[16, 16],
-    conv_kernel=[10, 3], conv_stride=[5, 2], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    tdnn_dim=[16, 16], tdnn_kernel=[5, 1], tdnn_dilation=[1, 1], xvector_output_dim=16, num_buckets=32,
-    max_bucket_distance=100,
-)  # fmt: skip
+WAVLM = TINY_WAVLM  # 16-d x-vectors
 
 
 def build(tmp_path, name="captain", voice=0, dialogues=6):
