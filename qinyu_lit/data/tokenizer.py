@@ -116,36 +116,22 @@ def load_tokenizer(name_or_path: str, profile: str = "qinyu") -> PreTrainedToken
     return tok
 
 
+# SpecialIds field -> token, where the two layouts name them differently
+_PROFILE_TOKENS = {
+    "qinyu": dict(audio_start="<|audio_start|>", audio_end="<|audio_end|>", audio="<|audio|>", frame="<|frame|>"),
+    "official": dict(  # the release: <|context_of_audio|> placeholders; a frame's input id is its codebook-0 token
+        audio_start="<|begin_of_audio|>", audio_end="<|end_of_audio|>", audio="<|context_of_audio|>",
+        frame="<|audio_0_0|>", end_of_conv="<|end_of_conv|>", audio_base="<|audio_0_0|>",
+    ),
+}  # fmt: skip
+
+
 def special_ids(tok: PreTrainedTokenizerBase, profile: str = "qinyu") -> SpecialIds:
     _check_profile(profile)
-    if profile == "official":
-        ids = {t: tok.convert_tokens_to_ids(t) for t in CHAT_TOKENS + OFFICIAL_TOKENS}
-        return SpecialIds(
-            im_start=ids["<|im_start|>"],
-            im_end=ids["<|im_end|>"],
-            audio_start=ids["<|begin_of_audio|>"],
-            audio_end=ids["<|end_of_audio|>"],
-            audio=ids["<|context_of_audio|>"],
-            speaker=ids["<|speaker|>"],
-            user_speaker=ids["<|user_speaker|>"],
-            frame=ids["<|audio_0_0|>"],
-            pad=tok.pad_token_id,
-            end_of_conv=ids["<|end_of_conv|>"],
-            audio_base=ids["<|audio_0_0|>"],
-            profile=profile,
-        )
-    ids = {t: tok.convert_tokens_to_ids(t) for t in CHAT_TOKENS + QINYU_TOKENS}
-    return SpecialIds(
-        im_start=ids["<|im_start|>"],
-        im_end=ids["<|im_end|>"],
-        audio_start=ids["<|audio_start|>"],
-        audio_end=ids["<|audio_end|>"],
-        audio=ids["<|audio|>"],
-        speaker=ids["<|speaker|>"],
-        user_speaker=ids["<|user_speaker|>"],
-        frame=ids["<|frame|>"],
-        pad=tok.pad_token_id,
-    )
+    tokens = dict(im_start="<|im_start|>", im_end="<|im_end|>", speaker="<|speaker|>", user_speaker="<|user_speaker|>")
+    tokens.update(_PROFILE_TOKENS[profile])
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in tokens.items()}
+    return SpecialIds(pad=tok.pad_token_id, profile=profile, **ids)
 
 
 def train_demo_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 512) -> Path:

@@ -223,5 +223,5 @@ def test_data_module_selects_the_official_layout(demo_dir, tmp_path):
     is_audio = codes[..., 0] >= 0
     assert (ids[is_audio] == ids_.audio_base + codes[..., 0][is_audio]).all()  # codebook 0's id at audio positions
     assert (codes == 64 + 6).any() and codes.max() < 64 + 8  # positional pads, up to pad 6
-    with pytest.raises(ValueError, match="data.token_layout must be one of"):
-        QinYuDataModule(token_layout="vita")
+    with pytest.raises(ValueError, match="token layout profile must be one of"):  # the CLI checks the Literal first
+        _ = QinYuDataModule(token_layout="vita", tokenizer=str(tok_dir)).layout
