@@ -112,9 +112,19 @@ def persona_voice(
     return voice_embedding(embeddings, max_clips=max_clips)
 
 
-def read_dialogues(persona_dir: Path, profile: PersonaProfile, voice: np.ndarray, codec: CodecInfo):
-    """``dialogues.jsonl`` -> ``Sample``s of task ``persona``; errors name the line and the field."""
+@dataclass
+class Dialogue:
+    """One line of ``dialogues.jsonl``, parsed once and checked (roles, last turn)."""
+
+    where: str  # path:line, for errors
+    key: str
+    turns: list[dict]
+
+
+def parse_dialogues(persona_dir: Path, profile: PersonaProfile) -> list[Dialogue]:
+    """Every dialogue of ``dialogues.jsonl``; errors name the line and the field."""
     path = persona_dir / "dialogues.jsonl"
+    dialogues = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -123,59 +133,58 @@ def read_dialogues(persona_dir: Path, profile: PersonaProfile, voice: np.ndarray
             doc = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where}: not valid JSON ({err})") from err
-        turns = []
-        for i, t in enumerate(doc.get("turns") or []):
-            role = t.get("role")
-            if role not in ("user", "assistant"):
+        turns = doc.get("turns") or [] if isinstance(doc, dict) else []
+        for i, t in enumerate(turns):
+            if not isinstance(t, dict) or t.get("role") not in ("user", "assistant"):
+                role = t.get("role") if isinstance(t, dict) else t
                 raise ValueError(f"{where}: turns[{i}].role must be 'user' or 'assistant', got {role!r}")
-            turn = Turn(role, t.get("text", ""))
+        if not turns or turns[-1]["role"] != "assistant":
+            raise ValueError(f"{where}: field 'turns' must end with an assistant turn")
+        key = str(doc.get("key") or f"{profile.name.lower().replace(' ', '_')}{lineno:05d}")
+        dialogues.append(Dialogue(where, key, turns))
+    return dialogues
+
+
+def to_samples(persona_dir: Path, dialogues: list[Dialogue], profile: PersonaProfile, voice: np.ndarray,
+               codec: CodecInfo):  # fmt: skip
+    """Dialogues whose assistant turns hold codes -> ``Sample``s of task ``persona``."""
+    for d in dialogues:
+        turns = []
+        for i, t in enumerate(d.turns):
+            turn = Turn(t["role"], t.get("text", ""))
             if t.get("audio"):
-                turn.audio, turn.sample_rate = read_audio(persona_dir / t["audio"], f"{where}: turns[{i}].audio")
+                turn.audio, turn.sample_rate = read_audio(persona_dir / t["audio"], f"{d.where}: turns[{i}].audio")
             if t.get("codes"):
                 codes = np.load(persona_dir / t["codes"], allow_pickle=False)
                 if codes.ndim != 2 or codes.shape[0] != codec.num_codebooks:
                     raise ValueError(
-                        f"{where}: turns[{i}].codes has shape {codes.shape}, expected [{codec.num_codebooks}, T]"
+                        f"{d.where}: turns[{i}].codes has shape {codes.shape}, expected [{codec.num_codebooks}, T]"
                     )
                 turn.codes = codes.astype(np.int64)
             turns.append(turn)
-        if not turns or turns[-1].role != "assistant":
-            raise ValueError(f"{where}: field 'turns' must end with an assistant turn")
-        key = str(doc.get("key") or f"{profile.name.lower().replace(' ', '_')}{lineno:05d}")
-        yield Sample(key, "persona", turns, codec, profile.language, system=profile.prompt(), agent_speaker=voice,
+        yield Sample(d.key, "persona", turns, codec, profile.language, system=profile.prompt(), agent_speaker=voice,
                      meta={"persona": profile.name})  # fmt: skip
 
 
-def _needs_codec(dialogues: Path) -> bool:
+def _needs_codec(dialogues: list[Dialogue]) -> bool:
     """True when some assistant turn has a recording but no codes (the codec must encode it)."""
-    for line in dialogues.read_text().splitlines():
-        try:
-            turns = json.loads(line).get("turns") or [] if line.strip() else []
-        except (json.JSONDecodeError, AttributeError):
-            continue  # read_dialogues reports it with the line number
-        if any(t.get("role") == "assistant" and t.get("audio") and not t.get("codes") for t in turns):
-            return True
-    return False
+    return any(t["role"] == "assistant" and t.get("audio") and not t.get("codes") for d in dialogues for t in d.turns)
 
 
-def write_manifest(persona_dir: Path, out_dir: Path, profile: PersonaProfile) -> Path:
+def write_manifest(persona_dir: Path, out_dir: Path, profile: PersonaProfile, dialogues: list[Dialogue]) -> Path:
     """The dialogues as a ``qinyu-lit data build`` manifest (task ``persona``, prompt, ``voice.npy``)."""
     rows = []
-    for lineno, line in enumerate((persona_dir / "dialogues.jsonl").read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        doc = json.loads(line)
-        if any(t.get("codes") and not t.get("audio") for t in doc.get("turns") or []):
+    for d in dialogues:
+        if any(t.get("codes") and not t.get("audio") for t in d.turns):
             raise ValueError(
-                f"{persona_dir / 'dialogues.jsonl'}:{lineno}: codes without a recording, while other assistant turns "
-                "are recordings; give every assistant turn as `audio` or every one as `codes`"
+                f"{d.where}: codes without a recording, while other assistant turns are recordings; "
+                "give every assistant turn as `audio` or every one as `codes`"
             )
         turns = [
             {"role": t["role"], "text": t.get("text", ""), **({"audio": str((persona_dir / t["audio"]).resolve())} if t.get("audio") else {})}
-            for t in doc.get("turns") or []
+            for t in d.turns
         ]  # fmt: skip
-        key = str(doc.get("key") or f"{profile.name.lower().replace(' ', '_')}{lineno:05d}")
-        rows.append({"key": key, "task": "persona", "language": profile.language, "system": profile.prompt(),
+        rows.append({"key": d.key, "task": "persona", "language": profile.language, "system": profile.prompt(),
                      "agent_speaker": str((out_dir / "voice.npy").resolve()), "turns": turns})  # fmt: skip
     path = out_dir / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -207,14 +216,15 @@ def build_persona(
     np.save(out_dir / "voice.npy", voice)  # the agent voice, also for `generate --speaker`
     card = {"profile": asdict(profile), "system_prompt": profile.prompt(), "voice": voice.tolist()}
     (out_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    if _needs_codec(persona_dir / "dialogues.jsonl"):
-        manifest = write_manifest(persona_dir, out_dir, profile)
+    dialogues = parse_dialogues(persona_dir, profile)
+    if _needs_codec(dialogues):
+        manifest = write_manifest(persona_dir, out_dir, profile, dialogues)
         print(
             f"[qinyu-lit] persona {profile.name!r}: assistant turns hold audio, not codes; encode them with the codec:\n"
             f"  qinyu-lit data build --manifest {manifest} --out {out_dir / 'train'} --codec CODEC ..."
         )
         return out_dir
-    samples = list(read_dialogues(persona_dir, profile, voice, codec))
+    samples = list(to_samples(persona_dir, dialogues, profile, voice, codec))
     if (out_dir / "train").exists():
         shutil.rmtree(out_dir / "train")  # a rebuild must not leave shards of an older, longer run
     write_shards(samples, out_dir / "train", samples_per_shard)
