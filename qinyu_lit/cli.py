@@ -77,7 +77,7 @@ def lightning_main(args: list[str] | None = None) -> None:
 
 def demo_data(
     out_dir: str = "data/demo",
-    samples_per_task: int = 96,
+    samples_per_task: int = 384,
     val_samples_per_task: int = 4,
     speaker_dim: int = 16,
     codebook_size: int = 64,

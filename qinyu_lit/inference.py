@@ -200,9 +200,14 @@ def reply_to(
 # ---------------------------------------------------------------------------- speech out
 
 
-def load_codec(model: str | dict = "kyutai/mimi", device: str = "cpu") -> MimiCodec:
+def load_codec(model: str | dict = "kyutai/mimi", device: str = "cpu"):
     """The codec that turns codes back into audio: ``prep.codecs.MimiCodec`` (transformers ``MimiModel``).
 
     ``model`` is a pretrained name or directory, or a dict of ``MimiConfig`` fields (random weights).
+    ``"demo"`` is the demo corpus's toy tone decoder (``prep.demo.DemoRuleCodec``; its codes have no real codec).
     """
+    if model == "demo":
+        from .prep.demo import DemoRuleCodec
+
+        return DemoRuleCodec()
     return MimiCodec(model, device=device)

@@ -2,16 +2,20 @@
 
 Everything is a pure function of the seed, so two machines make identical shards:
 
+* the text: questions of 1-2 of 16 words; the answer to a question is each word's opposite
+  (``OPPOSITES``), ASR / TTS / singing replies repeat the words;
 * user speech is real audio (FLAC): each word is a short tone whose pitch depends on the
-  word and the speaker, so the encoder input carries the content;
+  word (70 Hz apart) and the speaker, so the encoder input carries the content;
 * assistant speech codes ``[8, T]`` come from a fixed content-to-codes rule (each word is
   2-4 frames whose codes depend on the word, the frame, the codebook and the voice), so a
   tiny model can learn them - a randomly initialised codec would emit constant codes;
 * speaker embeddings are fixed random vectors per voice; the agent voice is the mean of
   100 noisy "utterance" embeddings of that voice, as in the paper.
 
-``make_demo_corpus(out_dir)`` writes ``train/`` and ``val/`` shards and a byte-level BPE
-tokenizer trained on the corpus text (``tokenizer/``).
+``make_demo_corpus(out_dir)`` writes ``train/`` and ``val/`` shards, a byte-level BPE
+tokenizer trained on the corpus text (``tokenizer/``), the demo voice ``voice.npy`` and the
+spoken demo question ``question.wav`` (the README's ``generate`` example). ``DemoRuleCodec``
+is a toy decoder of the rule codes (tones, not speech) for ``generate --codec demo``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from ..data.schema import CodecInfo, Sample, Turn
 from ..data.tokenizer import train_demo_tokenizer
 from .writer import write_shards
 
-WORDS = (
-    "hello world music river mountain friend coffee morning evening story song dance light "
-    "happy quiet bright little garden window summer winter ocean forest city road star moon "
-    "sun rain cloud wind fire stone bird tree flower heart dream voice smile laugh walk run "
-    "sing play read write think know feel see hear love wait stay go come"
-).split()
+# 16 words in 8 pairs of opposites. The demo's question -> answer rule: every word is answered
+# by its opposite, in order ("hot sun" -> "cold moon"), so a tiny model can learn it in
+# the README's few minutes and the reply shows whether it did. Few words, each its own pitch.
+OPPOSITES = {"sun": "moon", "day": "night", "hot": "cold", "up": "down",
+             "big": "small", "yes": "no", "black": "white", "left": "right"}  # fmt: skip
+OPPOSITES.update({b: a for a, b in list(OPPOSITES.items())})
+WORDS = tuple(OPPOSITES)
+DEMO_QUESTION = "hot sun"  # demo-data speaks it into question.wav; the rule's answer: "cold moon"
 CHARACTERS = {
     "captain": "You are Captain Mira, a calm starship captain who speaks briefly and kindly.",
     "grandpa": "You are Grandpa Lin, a warm storyteller who loves old songs and tea.",
@@ -63,7 +69,10 @@ def demo_speech(text: str, voice: int) -> np.ndarray:
     t = np.arange(int(0.12 * SAMPLE_RATE)) / SAMPLE_RATE
     parts = []
     for word in text.lower().split():
-        freq = 180 + (_word_hash(word.strip(".,?!")) % 48) * 15 + voice * 7
+        word = word.strip(".,?!")
+        # the demo's words are 70 Hz apart and a voice shifts them by < 35 Hz: each word is audible
+        step = WORDS.index(word) if word in WORDS else _word_hash(word) % 48 / 3
+        freq = 200 + 70 * step + (voice % 8) * 4
         envelope = np.hanning(len(t))
         parts.append(0.3 * envelope * np.sin(2 * np.pi * freq * t))
         parts.append(np.zeros(int(0.03 * SAMPLE_RATE)))
@@ -81,13 +90,18 @@ def agent_embedding(voice: int, dim: int, num_utterances: int = 100) -> np.ndarr
     return (base + 0.1 * rng.standard_normal((num_utterances, dim))).mean(0).astype(np.float32)
 
 
-def _sentence(rng: np.random.Generator, lo: int = 3, hi: int = 6) -> str:
+def _sentence(rng: np.random.Generator, lo: int = 1, hi: int = 2) -> str:
     return " ".join(rng.choice(WORDS, size=int(rng.integers(lo, hi + 1))))
 
 
 def _answer(question: str) -> str:
-    """A deterministic 'answer' so question -> answer is learnable: the words reversed."""
-    return " ".join(reversed(question.split()))
+    """The demo's deterministic answer, so question -> answer is learnable: each word's opposite."""
+    return " ".join(OPPOSITES.get(w, w) for w in question.split())
+
+
+def answer(question: str) -> str:
+    """What a model trained on the demo corpus should reply to ``question`` (sqa, text, conversation)."""
+    return _answer(question.lower())
 
 
 def demo_samples(task: str, count: int, seed: int, speaker_dim: int, num_codebooks: int, codebook_size: int):
@@ -138,12 +152,43 @@ def demo_samples(task: str, count: int, seed: int, speaker_dim: int, num_codeboo
             raise ValueError(f"no demo generator for task {task!r}")
 
 
+class DemoRuleCodec:
+    """A toy decoder so the demo's rule codes can be heard: NOT a speech codec.
+
+    The rule codes carry no waveform, so each frame (80 ms, 12.5 Hz as Mimi) becomes a tone whose
+    pitch is set by its codebook-0 code. A WAV of a reply lets you hear its pace and that the same
+    words give the same sounds; it is not speech. ``qinyu-lit generate ... --codec demo``.
+    """
+
+    name = "demo-rule"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, num_codebooks: int = 8, codebook_size: int = 64):
+        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``codes [num_codebooks, frames]`` -> float32 waveform at ``sample_rate``."""
+        n = int(SAMPLE_RATE / 12.5)
+        t, envelope = np.arange(n) / SAMPLE_RATE, np.hanning(n)
+        tones = [0.3 * envelope * np.sin(2 * np.pi * (200 + 15 * int(c)) * t) for c in np.asarray(codes)[0]]
+        return np.concatenate(tones).astype(np.float32) if tones else np.zeros(0, np.float32)
+
+
+def write_demo_voice_and_question(out_dir: Path, speaker_dim: int) -> None:
+    """``voice.npy`` (agent voice 0, as the training samples carry it) and ``question.wav`` (the
+    demo question, spoken by user voice 0): what the README's ``generate`` example takes."""
+    import soundfile
+
+    np.save(out_dir / "voice.npy", agent_embedding(0, speaker_dim), allow_pickle=False)
+    soundfile.write(out_dir / "question.wav", demo_speech(DEMO_QUESTION, 0), SAMPLE_RATE)
+
+
 DEMO_TASKS = ("asr", "tts", "sqa", "text", "conversation", "roleplay", "singing")
 
 
 def make_demo_corpus(
     out_dir: str | Path,
-    samples_per_task: int = 96,
+    samples_per_task: int = 384,  # fewer: the tiny recipe memorises them and misses the validation ones
     val_samples_per_task: int = 4,
     samples_per_shard: int = 32,
     speaker_dim: int = 16,
@@ -152,7 +197,8 @@ def make_demo_corpus(
     seed: int = 0,
     tasks: tuple[str, ...] = DEMO_TASKS,
 ) -> Path:
-    """Write ``out_dir/{train,val}/shard-*.tar`` and ``out_dir/tokenizer``. Returns ``out_dir``."""
+    """Write ``out_dir/{train,val}/shard-*.tar``, ``out_dir/tokenizer``, ``voice.npy`` and
+    ``question.wav`` (``write_demo_voice_and_question``). Returns ``out_dir``."""
     out_dir = Path(out_dir)
     args = dict(speaker_dim=speaker_dim, num_codebooks=num_codebooks, codebook_size=codebook_size)
     for split, count, split_seed in (("train", samples_per_task, seed), ("val", val_samples_per_task, seed + 1)):
@@ -160,7 +206,9 @@ def make_demo_corpus(
         order = np.random.default_rng(split_seed).permutation(len(samples))  # mix tasks within shards
         write_shards([samples[i] for i in order], out_dir / split, samples_per_shard)
     # the chat template's words repeat in every sample: weight them so each is one token
-    texts = ["system\n", "user\n", "assistant\n"] * 50 + [" ".join(WORDS)] * 20 + list(WORDS) * 10
+    texts = ["system\n", "user\n", "assistant\n"] * 50 + list(WORDS) * 10
+    texts += [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 5  # " word" too: one token each
     texts += list(PROMPTS.values()) * 5 + list(CHARACTERS.values())
     train_demo_tokenizer(texts, out_dir / "tokenizer", vocab_size=768)
+    write_demo_voice_and_question(out_dir, speaker_dim)
     return out_dir

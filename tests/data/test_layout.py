@@ -57,7 +57,7 @@ class Expect:
 
 def test_tts_interleaves_1_8_then_4_8_with_delay_pads(layout):
     ids = layout.ids
-    text = "hello world music river mountain friend"
+    text = "sun moon day night hot cold"
     y = layout.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(y) == 6  # one token per word with the demo tokenizer
     codes = frames(5)
@@ -120,9 +120,9 @@ def test_conversation_drops_history_speech_and_supervises_the_last_turn(layout):
     c1, c2 = frames(3, 1), frames(2, 5)
     turns = [
         Turn("user", "", w1, SR, speaker=spk),
-        Turn("assistant", "hello", codes=c1),
+        Turn("assistant", "sun", codes=c1),
         Turn("user", "", w2, SR, speaker=spk),
-        Turn("assistant", "world", codes=c2),
+        Turn("assistant", "moon", codes=c2),
     ]
     seq = layout.build(Sample("k", "conversation", turns, CODEC, agent_speaker=agent))
     n1, n2 = len(FbankLFR()(w1, SR)), len(FbankLFR()(w2, SR))
@@ -130,11 +130,11 @@ def test_conversation_drops_history_speech_and_supervises_the_last_turn(layout):
     e = Expect(layout)
     e.ids_([ids.im_start]).text("user\n").ids_([ids.user_speaker, ids.audio_start] + [ids.audio] * n1 + [ids.audio_end, ids.im_end]).text("\n")
     # history: text kept, speech dropped, not supervised
-    e.ids_([ids.im_start]).text("assistant\n").ids_([ids.speaker]).text("hello").ids_([ids.im_end]).text("\n")
+    e.ids_([ids.im_start]).text("assistant\n").ids_([ids.speaker]).text("sun").ids_([ids.im_end]).text("\n")
     e.ids_([ids.im_start]).text("user\n").ids_([ids.user_speaker, ids.audio_start] + [ids.audio] * n2 + [ids.audio_end, ids.im_end]).text("\n")
     e.ids_([ids.im_start]).text("assistant\n").ids_([ids.speaker])
     # one text token, then 8 audio positions, text is exhausted so the last position follows
-    e.ids_(layout.tokenizer("world", add_special_tokens=False)["input_ids"], True).audio(a2[0:8]).audio(a2[8:9])
+    e.ids_(layout.tokenizer("moon", add_special_tokens=False)["input_ids"], True).audio(a2[0:8]).audio(a2[8:9])
     e.ids_([ids.im_end], True).text("\n")
     e.check(seq)
     # speakers in placeholder order: user, agent, user, agent
@@ -155,9 +155,9 @@ def test_roleplay_and_singing(layout):
     agent = np.ones(16, np.float32)
     codes = frames(10)
     a = delay(codes, PAD).T  # 17 positions
-    turns = [Turn("user", "Please sing this for me."), Turn("assistant", "star moon", codes=codes)]
+    turns = [Turn("user", "Please sing this for me."), Turn("assistant", "sun moon", codes=codes)]
     seq = layout.build(Sample("k", "roleplay", turns, CODEC, system="You are Captain Mira.", agent_speaker=agent))
-    star, moon = layout.tokenizer("star moon", add_special_tokens=False)["input_ids"]
+    star, moon = layout.tokenizer("sun moon", add_special_tokens=False)["input_ids"]
     e = Expect(layout)
     e.ids_([ids.im_start]).text("system\nYou are Captain Mira.").ids_([ids.im_end]).text("\n")
     e.ids_([ids.im_start]).text("user\n").text("Please sing this for me.").ids_([ids.im_end]).text("\n")
@@ -209,7 +209,7 @@ def test_prompt_only_stops_where_the_answer_starts(layout):
 
 def test_other_patterns(demo_dir):
     layout = TokenLayout(load_tokenizer(demo_dir / "tokenizer"), (1, 4, 3, 8, 4, 10), C, K)  # VITA-Audio
-    text = "hello world music river mountain friend coffee morning evening"
+    text = "sun moon day night hot cold up down big"  # one token per word with the demo tokenizer
     codes = frames(30)  # 37 positions
     seq = layout.build(Sample("k", "tts", [Turn("user", "x"), Turn("assistant", text, codes=codes)], CODEC))
     kinds = "".join("a" if c >= 0 else "t" for c in seq.codes[seq.target_mask][:, 0])
