@@ -36,7 +36,7 @@ def _fit(demo_dir: Path, runs: Path, steps: int, *extra: str) -> subprocess.Comp
 def test_fsdp2_trains_clips_checkpoints_and_resumes(demo_dir, tmp_path):
     first = _fit(demo_dir, tmp_path, 2)
     assert first.returncode == 0, first.stderr[-3000:]
-    ckpt = next(tmp_path.glob("tiny_sft/version_0/checkpoints/last.ckpt"))
+    ckpt = tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt"  # the recipe's fixed dirpath, under cwd
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
     # one full checkpoint, not shards: every tensor has its full shape and loads into an unsharded stage
@@ -44,13 +44,13 @@ def test_fsdp2_trains_clips_checkpoints_and_resumes(demo_dir, tmp_path):
     for name, value in state["state_dict"].items():
         assert tuple(value.shape) == tuple(stage.state_dict()[name].shape), name
     # the global gradient norm (over both shards) is logged before clipping at 1.0
-    events = EventAccumulator(str(ckpt.parents[1]), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(tmp_path / "tiny_sft" / "version_0"), size_guidance={"scalars": 0})
     events.Reload()
     norms = [e.value for e in events.Scalars("train/grad_norm")]
     assert len(norms) == 2 and all(n > 0 for n in norms)
 
-    second = _fit(demo_dir, tmp_path, 4, "--ckpt_path", str(ckpt))
+    second = _fit(demo_dir, tmp_path, 4, "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Restored all states from the checkpoint" in second.stdout + second.stderr
-    resumed = torch.load(next(tmp_path.glob("tiny_sft/version_1/checkpoints/last.ckpt")), weights_only=True)
+    resumed = torch.load(ckpt, weights_only=True)
     assert resumed["global_step"] == 4
