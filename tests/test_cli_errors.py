@@ -128,7 +128,7 @@ def trained(tmp_path_factory, demo_dir):
 def test_log_tags_name_sources_not_paths(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(trained.parents[1]))
+    events = EventAccumulator(str(trained.parents[2] / "runs" / "tiny_sft" / "version_0"))  # run/checkpoints/tiny_sft/last.ckpt
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"data/samples/train", "data/tokens/train"} <= tags  # the source `data/train` is named `train`
