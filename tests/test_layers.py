@@ -163,3 +163,11 @@ def test_modules_and_functions_stay_small():
                 if length > MAX_FUNCTION_LINES:
                     big.append(f"{name}.{node.name}: {length} lines")
     assert not big, "\n".join(big)
+
+
+def test_the_readme_tour_names_every_module():
+    """README's "What is where" lists every module of the package (a new file is a new line there)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    tour = readme.split("## What is where", 1)[1].split("```", 2)[1]
+    missing = [p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and p.name not in tour]
+    assert not missing, f"README's layout tour does not name {missing}"
