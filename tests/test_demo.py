@@ -98,12 +98,12 @@ def test_readme_demo_answers_most_validation_samples(readme_run, monkeypatch):
 
 
 def test_demo_data_ships_the_voice_and_the_question_the_readme_uses(demo_dir):
-    from qinyu_lit.inference import read_wav
+    from qinyu_lit.data.audio import read_audio
     from qinyu_lit.prep.demo import SAMPLE_RATE, agent_embedding, demo_speech
 
     voice = np.load(demo_dir / "voice.npy")
     np.testing.assert_array_equal(voice, agent_embedding(0, 16))  # the agent voice 0 the samples carry
-    wav, rate = read_wav(str(demo_dir / "question.wav"))
+    wav, rate = read_audio(demo_dir / "question.wav")
     assert rate == SAMPLE_RATE
     np.testing.assert_allclose(wav, demo_speech(DEMO_QUESTION, 0), atol=1e-4)  # 16-bit WAV rounding
 

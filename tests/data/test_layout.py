@@ -193,8 +193,8 @@ def _runs(seq):
     ],
 )
 def test_interleave_tail_follows_the_release(demo_dir, layout, words, num_frames, expected):
-    pool = "world music river mountain friend".split()  # one token each after a space
-    text = " ".join((["hello"] + [pool[i % 5] for i in range(words - 1)])[:words])
+    pool = "sun moon day night hot".split()  # one token each with the demo tokenizer
+    text = " ".join(pool[i % 5] for i in range(words))
     assert len(layout.tokenizer(text, add_special_tokens=False)["input_ids"]) == words
     seq = layout.build(Sample("k", "tts", [Turn("user", "x"), Turn("assistant", text, codes=frames(num_frames))], CODEC))
     assert _runs(seq) == expected
