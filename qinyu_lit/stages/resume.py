@@ -140,7 +140,7 @@ def restore_counts(saved: dict, rank: int, world_size: int) -> dict:
 
 
 class SampleLedger(L.Callback):
-    """One JSON line per training batch: ``{"step", "loss", "skipped", "keys"}`` (``skipped``: the
+    """One JSON line per training batch: ``{"step", "epoch", "loss", "skipped", "keys"}`` (``skipped``: the
     optimizer step was skipped by the NaN guard).
 
     Args:
@@ -158,6 +158,7 @@ class SampleLedger(L.Callback):
         path = self.path if rank == 0 else f"{self.path}.rank{rank}"
         row = {
             "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
             "loss": None if loss is None else float(loss),
             "skipped": bool(getattr(pl_module, "skipped_step", False)),
             "keys": [k for row in batch.get("keys", []) for k in row],
