@@ -127,11 +127,11 @@ def test_diverged_weights_are_never_checkpointed(demo_dir, tiny_net, tmp_path, c
 
 
 def test_ledger_on_a_step_that_returned_nothing(tmp_path, demo_dir, tiny_net):
-    class Trainer:  # the two attributes SampleLedger reads
-        global_rank, global_step = 0, 3
+    class Trainer:  # the attributes SampleLedger reads
+        global_rank, global_step, current_epoch = 0, 3, 1
 
     ledger = SampleLedger(str(tmp_path / "ledger.jsonl"))
     ledger.on_train_batch_end(Trainer(), SFTStage(tiny_net), {}, {"keys": [["a", "b"]]}, 0)
     assert (tmp_path / "ledger.jsonl").read_text() == (
-        '{"step": 3, "loss": null, "skipped": false, "keys": ["a", "b"]}\n'
+        '{"step": 3, "epoch": 1, "loss": null, "skipped": false, "keys": ["a", "b"]}\n'
     )
