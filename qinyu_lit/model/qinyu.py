@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.delay import num_pad_ids
 from ..data.tokenizer import load_tokenizer, special_ids
 from .attention import packed_attention_kwargs
 from .config import QinYuConfig
@@ -109,8 +110,7 @@ class QinYuModel(nn.Module):
     @property
     def rows_per_codebook(self) -> int:
         """Values of one codebook: the codes, then one pad (``single``) or C positional pads."""
-        pads = self.config.num_codebooks if self.config.delay_pads == "positional" else 1
-        return self.config.codebook_size + pads
+        return self.config.codebook_size + num_pad_ids(self.config.delay_pads, self.config.num_codebooks)
 
     def audio_class(self, value):
         """Class of codebook-0 value ``value`` in the head-0 (text + codebook 0) space."""
