@@ -265,7 +265,7 @@ class QinYuStage(L.LightningModule):
         self._step_tokens += tokens
         fill = tokens / batch["input_ids"].numel()
         self.log("data/pack_fill", fill, on_step=True, on_epoch=False)
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # cumulative: nothing lost between logs
+        if self._logging_step:  # cumulative counts, so nothing is lost between logged steps
             for k, v in c.items():
                 self.log(f"data/{k}", float(v), on_step=True, on_epoch=False)
 
