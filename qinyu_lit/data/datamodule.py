@@ -10,39 +10,19 @@ It also owns the data stream's position: every training batch tells where it cam
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader
 
+from .dist import all_gather_objects, rank_and_world
 from .features import FRONT_ENDS
 from .index import absolute_if_local
 from .layout import TokenLayout
+from .loader import StreamLoader
 from .mixture import Catalog, Source, parse_sources
 from .stream import ShardStream
 from .tokenizer import load_tokenizer
-
-_GLOO_GROUP = None
-
-
-def _cpu_group():
-    """A gloo group for the tiny CPU collectives of the loader (works beside NCCL)."""
-    global _GLOO_GROUP
-    if dist.get_backend() == "gloo":
-        return None
-    if _GLOO_GROUP is None:
-        _GLOO_GROUP = dist.new_group(backend="gloo")
-    return _GLOO_GROUP
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def named_sources(spec) -> list[Source]:
@@ -60,82 +40,6 @@ def named_sources(spec) -> list[Source]:
             names = guess
             break
     return [Source(s.path, s.weight, n or s.path) for s, n in zip(sources, names, strict=True)]
-
-
-class StreamLoader:
-    """What ``train_dataloader`` returns: a DataLoader over a ``ShardStream`` plus two duties.
-
-    * Equal batch counts: ranks hold the same number of *samples* (to one), but packs and the
-      last partial batch differ; an uneven rank hangs DDP. Before each batch the ranks agree
-      (one tiny all-reduce) whether all still have one; the first rank to run out ends the
-      epoch for all, and the batches the others had left are dropped and reported.
-    * Epoch and resume: sets the epoch and the resume positions on the stream before its
-      workers start (they receive a copy of it).
-    """
-
-    def __init__(
-        self,
-        stream: ShardStream,
-        num_workers: int,
-        owner: QinYuDataModule | None = None,
-        equalize: bool = True,
-    ):
-        self.stream, self.num_workers, self.owner, self.equalize = stream, num_workers, owner, equalize
-        self.dropped_batches = 0
-        self.dropped_keys: list[str] = []
-
-    def __iter__(self):
-        rank, world = _dist()
-        s = self.stream
-        s.rank, s.world_size = rank, world
-        nw = max(self.num_workers, 1)
-        if self.owner is not None:
-            st = self.owner._resume_state
-            s.epoch = self.owner.epoch
-            s.resume, s.rotation = {}, 0
-            if st and st.get("epoch") == s.epoch:
-                if (st["world_size"], st["num_workers"]) != (world, nw):
-                    raise ValueError(
-                        f"the checkpoint's data position was saved with world size {st['world_size']} x "
-                        f"{st['num_workers']} workers, this run has {world} x {nw}: set data.num_workers="
-                        f"{st['num_workers']} and the same number of devices to resume mid-epoch"
-                    )
-                s.resume = {int(k): v for k, v in st["slots"].items()}
-                s.rotation = int(st["next_worker"].get(str(rank), 0))
-            self.owner._resume_state = None
-        loader = DataLoader(
-            s, batch_size=None, num_workers=self.num_workers, persistent_workers=False, pin_memory=False
-        )
-        it = iter(loader)
-        while True:
-            batch = next(it, None)
-            if self.equalize and world > 1:
-                flag = torch.tensor([0 if batch is None else 1])
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=_cpu_group())
-                if int(flag) == 0:
-                    self._drop_rest(batch, it, rank)
-                    break
-            if batch is None:
-                break
-            yield batch
-        del it
-        # reached only when the epoch ran out (an early stop closes the generator at ``yield``)
-        if self.owner is not None:
-            self.owner.epoch += 1
-
-    def _drop_rest(self, batch, it, rank: int) -> None:
-        dropped = [batch] if batch is not None else []
-        dropped += list(it)
-        if dropped:
-            keys = [k for b in dropped for row in b["keys"] for k in row]
-            n = len(keys)
-            self.dropped_batches += len(dropped)
-            self.dropped_keys += keys
-            warnings.warn(
-                f"rank {rank}: dropped {len(dropped)} batch(es) ({n} samples) at the end of the epoch so that every "
-                "rank runs the same number of steps",
-                stacklevel=2,
-            )
 
 
 class QinYuDataModule(L.LightningDataModule):
@@ -213,6 +117,7 @@ class QinYuDataModule(L.LightningDataModule):
         self._consumed: dict[int, dict] = {}  # slot -> position after the last batch trained on
         self._next_worker = 0
         self._resume_state: dict | None = None
+        self._speaker_dim: int | None = None  # the model's, once known: a sample with another size is skipped
 
     @property
     def layout(self) -> TokenLayout:
@@ -237,7 +142,7 @@ class QinYuDataModule(L.LightningDataModule):
     def catalog(self, split: str) -> Catalog:
         """Shards and sample counts of ``train`` or ``val`` (read once; fails on missing or empty sources)."""
         if split not in self._catalogs:
-            self._catalogs[split] = Catalog.build(named_sources(getattr(self.hparams, split)))
+            self._catalogs[split] = Catalog.build(named_sources(getattr(self.hparams, split)), self.hparams.strict)
         return self._catalogs[split]
 
     def prepare_data(self) -> None:
@@ -259,6 +164,7 @@ class QinYuDataModule(L.LightningDataModule):
         speaker_dim = getattr(getattr(module, "net_config", None), "speaker_dim", None)
         if speaker_dim is None:
             return
+        self._speaker_dim = int(speaker_dim)
         for split in ("train", "val"):
             if getattr(self.hparams, split):
                 for src in self.catalog(split).sources:
@@ -292,6 +198,7 @@ class QinYuDataModule(L.LightningDataModule):
             overlong=hp.overlong,
             mix_shards=hp.mix_shards,
             strict=hp.strict,
+            speaker_dim=self._speaker_dim,
         )
 
     def train_dataloader(self) -> StreamLoader:
@@ -321,13 +228,12 @@ class QinYuDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """Position of the training stream: epoch and, per slot, the last batch trained on.
         Plain ints, strings and lists, so the checkpoint loads with ``weights_only=True``."""
-        rank, world = _dist()
+        rank, world = rank_and_world()
         # an epoch that ended (the loader was exhausted) but whose positions are still recorded
         slots = {str(k): v for k, v in self._consumed.items() if v["epoch"] == self.epoch}
         mine = {"slots": slots, "next_worker": {str(rank): self._next_worker}}
         if world > 1:  # the checkpoint is written by rank 0: gather every rank's positions
-            everyone = [None] * world
-            dist.all_gather_object(everyone, mine, group=_cpu_group())
+            everyone = all_gather_objects(mine)
             mine = {
                 "slots": {k: v for d in everyone for k, v in d["slots"].items()},
                 "next_worker": {k: v for d in everyone for k, v in d["next_worker"].items()},

@@ -31,10 +31,9 @@ import numpy as np
 import yaml
 
 from ..data.audio import read_audio
+from ..data.files import CARD_NAME  # noqa: F401 - lives below prep/: exports and the persona bank read it
 from ..data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
 from .writer import write_shards
-
-CARD_NAME = "persona.json"
 
 
 @dataclass

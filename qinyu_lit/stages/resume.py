@@ -23,11 +23,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from ..data.datamodule import _cpu_group
+from ..data.dist import all_gather_objects
 from ..data.files import atomic_path
 
 
@@ -118,11 +117,7 @@ def explain_missing_last(trainer, ckpt_path) -> None:
 
 def gather_counts(counts: dict) -> dict:
     """Every rank's cumulative data counters, for the checkpoint (a collective: all ranks call it)."""
-    ranks = [dict(counts)]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        ranks = [None] * dist.get_world_size()
-        dist.all_gather_object(ranks, dict(counts), group=_cpu_group())
-    return {"ranks": ranks}
+    return {"ranks": all_gather_objects(dict(counts))}
 
 
 def restore_counts(saved: dict, rank: int, world_size: int) -> dict:
