@@ -46,7 +46,7 @@ class StreamLoader:
         self.stream, self.num_workers, self.owner, self.equalize = stream, num_workers, owner, equalize
         self.dropped_batches = 0
         self.dropped_keys: list[str] = []
-        self._carry: dict[str, int] = {}  # counts for the next batch (none was left to carry them)
+        self.pending_counts: dict[str, int] = {}  # counts for the next batch (no batch was left to carry them)
 
     def _set_position(self, rank: int, world: int) -> None:
         s = self.stream
@@ -99,16 +99,16 @@ class StreamLoader:
         held = None
         for item in items:
             if item.get("end_of_slot"):
-                _add(held["data_stats"] if held is not None else self._carry, item["data_stats"])
+                _add(held["data_stats"] if held is not None else self.pending_counts, item["data_stats"])
                 _add(epoch["lost"], item["data_stats"])
                 n = item["shortest_overlong"]
                 if n is not None and (epoch["shortest_overlong"] or n) >= n:
                     epoch["shortest_overlong"] = n
                 epoch["first_problem"] = epoch["first_problem"] or item["first_problem"]
                 continue
-            if self._carry:
-                _add(item.setdefault("data_stats", {}), self._carry)
-                self._carry = {}
+            if self.pending_counts:
+                _add(item.setdefault("data_stats", {}), self.pending_counts)
+                self.pending_counts = {}
             if held is not None:
                 yield held
             held = item
@@ -122,9 +122,9 @@ class StreamLoader:
         self.dropped_batches += len(dropped)
         self.dropped_keys += keys
         for b in dropped:  # their skip counts still count; the samples themselves count as dropped
-            _add(self._carry, b.get("data_stats", {}))
+            _add(self.pending_counts, b.get("data_stats", {}))
         if keys:
-            self._carry["dropped_to_balance"] = self._carry.get("dropped_to_balance", 0) + len(keys)
+            self.pending_counts["dropped_to_balance"] = self.pending_counts.get("dropped_to_balance", 0) + len(keys)
         total = torch.tensor([len(dropped), len(keys)])
         dist.all_reduce(total, group=cpu_group())  # every rank is here: one summary line, on rank 0
         if rank == 0 and int(total[1]):
