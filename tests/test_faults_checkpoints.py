@@ -23,7 +23,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from qinyu_lit.stages import SFTStage
-from qinyu_lit.stages.resume import AtomicCheckpointIO, CheckpointWriteError, SampleLedger, explain_missing_last
+from qinyu_lit.stages.resume import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    SampleLedger,
+    explain_missing_last,
+)
 from tests.stages.helpers import demo_data
 
 

@@ -225,3 +225,35 @@ def test_data_module_selects_the_official_layout(demo_dir, tmp_path):
     assert (codes == 64 + 6).any() and codes.max() < 64 + 8  # positional pads, up to pad 6
     with pytest.raises(ValueError, match="token layout profile must be one of"):  # the CLI checks the Literal first
         _ = QinYuDataModule(token_layout="vita", tokenizer=str(tok_dir)).layout
+
+
+def test_the_voice_line_and_agent_vector_only_with_assistant_speech(layout, tok):
+    ids = special_ids(tok, "official")
+    agent = np.full(192, 0.25, np.float32)
+    text_only = Sample("t", "text", [Turn("user", "Hi"), Turn("assistant", REPLY)], CODEC, agent_speaker=agent)
+    seq = layout.build(text_only)
+    assert ids.speaker not in seq.input_ids.tolist() and seq.speakers == []
+    assert "Voice" not in tok.decode(seq.input_ids)  # the release adds the line only for a speech reply
+    codes = np.zeros((C, 4), np.int64)
+    spoken = Sample("s", "tts", [Turn("user", "Hi"), Turn("assistant", REPLY, codes=codes)], CODEC, agent_speaker=agent)
+    seq = layout.build(spoken)
+    assert seq.input_ids.tolist().count(ids.speaker) == 1 and len(seq.speakers) == 1
+
+
+def test_split_batch_tells_a_speech_only_reply_from_user_speech(layout, tok):
+    """A speech-only reply is wrapped in <|begin_of_audio|> ... <|end_of_audio|> too; only the spans
+    that hold placeholders are user speech (layout.user_speech_starts, one rule)."""
+    from qinyu_lit.data.batch import collate
+    from qinyu_lit.eval.metrics import split_batch
+
+    ids = special_ids(tok, "official")
+    codes = (np.arange(C)[:, None] + np.arange(5)[None]) % K
+    user = np.full(192, -0.5, np.float32)
+    speech_only = Sample("reply", "tts", [Turn("user", "Say it."), Turn("assistant", "", codes=codes)], CODEC)
+    heard = Sample("heard", "sqa", [Turn("user", "", speech(2800), SR, speaker=user), Turn("assistant", REPLY)], CODEC)
+    seqs = [layout.build(speech_only), layout.build(heard)]
+    assert seqs[0].input_ids.tolist().count(ids.audio_start) == 1 and seqs[0].audio_features == []
+    batch = collate([seqs], layout.ids.pad, C, pad_to=sum(len(s) for s in seqs))
+    got = split_batch(batch, ids)
+    assert [len(s.audio_features) for s in got] == [0, 1]
+    np.testing.assert_array_equal(got[1].audio_features[0], seqs[1].audio_features[0])
