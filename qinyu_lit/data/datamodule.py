@@ -75,6 +75,9 @@ class QinYuDataModule(L.LightningDataModule):
         overlong: a sample longer than ``pack_length`` is ``truncate``d or ``drop``ped (counted either way).
         mix_shards: shards each worker reads interleaved, so a batch mixes sources.
         strict: fail on the first bad sample instead of skipping it with a warning.
+        dither: Kaldi dither of the training front end (``fbank_lfr``, ``sense_voice``); 0 keeps features
+            deterministic (exact resume). The release's FunASR front end trains with 1.0. Validation,
+            test and generation never dither.
         tokens_per_step: target tokens per optimizer step (paper: 1.28M align/SFT, 2.56M pretraining);
             sets ``trainer.accumulate_grad_batches`` = tokens_per_step / (pack_length x batch_size x world size).
     """
@@ -103,15 +106,19 @@ class QinYuDataModule(L.LightningDataModule):
         mix_shards: int = 4,
         strict: bool = False,
         tokens_per_step: int | None = None,
+        dither: float = 0.0,
     ):
         super().__init__()
         if cmvn and audio_front_end != "sense_voice":
             raise ValueError("data.cmvn is read only by data.audio_front_end: sense_voice")
+        if dither and audio_front_end == "whisper":
+            raise ValueError("data.dither applies to the fbank front ends (fbank_lfr, sense_voice), not whisper")
         if tokens_per_step and not pack_length:
             raise ValueError("data.tokens_per_step needs data.pack_length (tokens per micro-batch row)")
         tokenizer = absolute_if_local(tokenizer)  # saved in the checkpoint: must resolve from any directory
         self.save_hyperparameters()
         self._layout: TokenLayout | None = None
+        self._train_layout: TokenLayout | None = None
         self._catalogs: dict[str, Catalog] = {}
         self.epoch = 0
         self._consumed: dict[int, dict] = {}  # slot -> position after the last batch trained on
@@ -119,21 +126,36 @@ class QinYuDataModule(L.LightningDataModule):
         self._resume_state: dict | None = None
         self._speaker_dim: int | None = None  # the model's, once known: a sample with another size is skipped
 
+    def _make_layout(self, tokenizer, dither: float) -> TokenLayout:
+        hp = self.hparams
+        front_end, kw = FRONT_ENDS[hp.audio_front_end], {"num_mel_bins": hp.num_mel_bins}
+        if dither:
+            kw["dither"] = dither
+        return TokenLayout(
+            tokenizer,
+            pattern=hp.pattern,
+            num_codebooks=hp.num_codebooks,
+            codebook_size=hp.codebook_size,
+            front_end=front_end(hp.cmvn, **kw) if hp.cmvn else front_end(**kw),
+            supervise=hp.supervise,
+            profile=hp.token_layout,
+        )
+
     @property
     def layout(self) -> TokenLayout:
+        """The layout of validation, test and generation (never dithered)."""
         if self._layout is None:
             hp = self.hparams
-            front_end, bins = FRONT_ENDS[hp.audio_front_end], hp.num_mel_bins
-            self._layout = TokenLayout(
-                load_tokenizer(hp.tokenizer, hp.token_layout),
-                pattern=hp.pattern,
-                num_codebooks=hp.num_codebooks,
-                codebook_size=hp.codebook_size,
-                front_end=front_end(hp.cmvn, num_mel_bins=bins) if hp.cmvn else front_end(num_mel_bins=bins),
-                supervise=hp.supervise,
-                profile=hp.token_layout,
-            )
+            self._layout = self._make_layout(load_tokenizer(hp.tokenizer, hp.token_layout), 0.0)
         return self._layout
+
+    @property
+    def train_layout(self) -> TokenLayout:
+        """The training stream's layout: ``layout`` itself, or one whose front end dithers (``dither``)."""
+        if self._train_layout is None:
+            dither = self.hparams.dither
+            self._train_layout = self._make_layout(self.layout.tokenizer, dither) if dither else self.layout
+        return self._train_layout
 
     @property
     def tokenizer(self):
@@ -188,7 +210,7 @@ class QinYuDataModule(L.LightningDataModule):
         hp = self.hparams
         return ShardStream(
             self.catalog(split),
-            self.layout,
+            self.train_layout if split == "train" else self.layout,
             batch_size=hp.batch_size,
             shuffle_buffer=hp.shuffle_buffer if shuffle else 0,
             seed=hp.seed,

@@ -257,3 +257,42 @@ def test_split_batch_tells_a_speech_only_reply_from_user_speech(layout, tok):
     got = split_batch(batch, ids)
     assert [len(s.audio_features) for s in got] == [0, 1]
     np.testing.assert_array_equal(got[1].audio_features[0], seqs[1].audio_features[0])
+
+
+def test_the_release_tokenizer_loads_without_running_its_custom_code(tmp_path, monkeypatch):
+    """The release's config.json has ``auto_map`` (its own model code): loading the tokenizer must not
+    ask "Do you wish to run the custom code? [y/N]" (convert-official stalled on it) nor run it."""
+    import builtins
+    import json
+
+    folder = official_demo_tokenizer(tmp_path / "release", K)
+    config = {"model_type": "qwen3_sensevoice_xy", "auto_map": {"AutoConfig": "configuration_qwen3.Config"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    tc = json.loads((folder / "tokenizer_config.json").read_text())
+    tc.pop("tokenizer_class", None)  # then AutoTokenizer reads config.json to find the class
+    (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+
+    asked = []  # transformers swallows an exception raised here, so record the question instead
+    monkeypatch.setattr(builtins, "input", lambda *args: asked.append(args) or "n")
+    tok = load_tokenizer(str(folder), "official")
+    assert asked == [] and tok.convert_tokens_to_ids("<|speaker|>") == special_ids(tok, "official").speaker
+
+
+def test_dither_is_a_training_option_of_the_fbank_front_ends(am_mvn, tmp_path):
+    """FunASR dithers (1.0) at training time; ``data.dither`` does it for the training stream only."""
+    from qinyu_lit.data.datamodule import QinYuDataModule
+
+    wav = speech(8000)
+    plain = SenseVoiceFbank(str(am_mvn))
+    np.testing.assert_array_equal(plain(wav, SR), plain(wav, SR))  # default: deterministic
+    dithered = SenseVoiceFbank(str(am_mvn), dither=1.0)
+    a, b = dithered(wav, SR), dithered(wav, SR)
+    assert a.shape == plain(wav, SR).shape and not np.array_equal(a, b)  # fresh noise at every read
+    assert np.abs(a - plain(wav, SR)).mean() < 0.05 * np.abs(plain(wav, SR)).mean()  # noise, not a new signal
+    tok = official_demo_tokenizer(tmp_path / "tok", K)
+    dm = QinYuDataModule(tokenizer=str(tok), codebook_size=K, audio_front_end="sense_voice", cmvn=str(am_mvn),
+                         token_layout="official", dither=1.0)  # fmt: skip
+    assert dm.train_layout.front_end.dither == 1.0 and dm.layout.front_end.dither == 0.0
+    assert dm.train_layout.tokenizer is dm.layout.tokenizer
+    with pytest.raises(ValueError, match="data.dither applies to the fbank front ends"):
+        QinYuDataModule(tokenizer=str(tok), audio_front_end="whisper", dither=1.0)
