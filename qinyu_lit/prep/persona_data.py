@@ -243,7 +243,7 @@ def persona_data_cmd(
     sample_rate: int = 16000,
     speaker_model: str | None = None,
 ) -> None:
-    """Build persona shards and the persona card from a character folder (see ``qinyu_lit/persona.py``).
+    """Build persona shards and the persona card from a character folder (its layout: this module's docstring).
 
     Args:
         persona_dir: folder with ``profile.yaml``, ``voice/`` and ``dialogues.jsonl``.
