@@ -6,7 +6,10 @@
   ``TorchCheckpointIO`` stages it in ``$TMPDIR`` (fsspec's transaction), so with ``$TMPDIR`` on
   another file system its final "rename" is a copy over the previous file, and a kill during that
   copy destroys it. The same crash with ``AtomicCheckpointIO`` leaves the previous file intact.
-* Disk errors name the directory and the cause in one line.
+* Disk errors name the directory and the cause in one line, a full disk too (torch's zip writer hides
+  its ``OSError`` behind ``RuntimeError: ... unexpected pos``; the test writes into /dev/full).
+* Leftover ``.partial`` files are removed at start; ``--ckpt_path last`` without a complete
+  ``last.ckpt`` resumes from the newest complete checkpoint and says which.
 """
 
 from __future__ import annotations

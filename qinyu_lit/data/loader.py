@@ -74,7 +74,7 @@ class StreamLoader:
         loader = DataLoader(
             self.stream, batch_size=None, num_workers=self.num_workers, persistent_workers=False, pin_memory=False
         )
-        epoch = {"batches": 0, "lost": {}, "shortest_overlong": None, "first_problem": None}
+        epoch = {"batches": 0, "lost": {}, "shortest_overlong": None, "first_problem": None, "balanced": 0}
         it = self._batches(iter(loader), epoch)
         while True:
             batch = next(it, None)
@@ -82,7 +82,7 @@ class StreamLoader:
                 flag = torch.tensor([0 if batch is None else 1])
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=cpu_group())
                 if int(flag) == 0:
-                    self._drop_rest(batch, it, rank, world)
+                    epoch["balanced"] = self._drop_rest(batch, it, rank, world)
                     break
             if batch is None:
                 break
@@ -115,7 +115,8 @@ class StreamLoader:
         if held is not None:
             yield held
 
-    def _drop_rest(self, batch, it, rank: int, world: int) -> None:
+    def _drop_rest(self, batch, it, rank: int, world: int) -> int:
+        """Drop this rank's remaining batches (another rank ran out); returns the samples dropped."""
         dropped = [batch] if batch is not None else []
         dropped += list(it)
         keys = [k for b in dropped for row in b["keys"] for k in row]
@@ -133,6 +134,7 @@ class StreamLoader:
                 f"over {world} ranks were dropped so that every rank runs the same number of steps "
                 "(data/dropped_to_balance; they are read again next epoch)"
             )
+        return len(keys)
 
     def _stop_if_all_lost(self, epoch: dict) -> None:
         """No batch in a whole epoch on any rank: every sample was lost. Say why, the same on every rank."""
@@ -152,6 +154,9 @@ class StreamLoader:
             )
         if lost.get("skipped"):
             why.append(f"{lost['skipped']} skipped as bad data (the first: {problem})")
+        balanced = sum(e["balanced"] for e in everyone)
+        if balanced:
+            why.append(f"{balanced} dropped to keep the ranks level (a rank had no batch: more data or a smaller data.batch_size)")
         raise QinYuError(
             f"every sample of epoch {self.stream.epoch} was lost, nothing to train on: "
             + ("; ".join(why) or "no sample was read")
