@@ -56,7 +56,8 @@ class QinYuCLI(LightningCLI):
         parser.link_arguments("data.init_args.token_layout", "model.init_args.net.token_layout")
 
     def before_fit(self) -> None:
-        explain_missing_last(self.trainer, self.config[self.subcommand].get("ckpt_path"))
+        config = self.config_init[self.subcommand]  # what fit() is called with: --ckpt_path last may resolve elsewhere
+        config["ckpt_path"] = explain_missing_last(self.trainer, config.get("ckpt_path"))
 
 
 def lightning_main(args: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
+from .codec import DemoRuleCodec, MimiCodec, check_codec, valid_codes, write_wav  # noqa: F401 - part of this API
 from .data.audio import read_audio
 from .data.batch import collate
 from .data.features import FbankLFR, SenseVoiceFbank, WhisperMel
@@ -27,7 +28,6 @@ from .data.tar import iter_raw_samples
 from .model.generate import Generated, generate
 from .model.qinyu import QinYuModel
 from .model.sampling import greedy
-from .prep.codecs import MimiCodec, check_codec, valid_codes, write_wav  # noqa: F401 - part of this API
 from .stages.base import QinYuStage
 from .stages.checkpoints import stage_from_checkpoint
 
@@ -201,13 +201,11 @@ def reply_to(
 
 
 def load_codec(model: str | dict = "kyutai/mimi", device: str = "cpu"):
-    """The codec that turns codes back into audio: ``prep.codecs.MimiCodec`` (transformers ``MimiModel``).
+    """The codec that turns codes back into audio: ``codec.MimiCodec`` (transformers ``MimiModel``).
 
     ``model`` is a pretrained name or directory, or a dict of ``MimiConfig`` fields (random weights).
-    ``"demo"`` is the demo corpus's toy tone decoder (``prep.demo.DemoRuleCodec``; its codes have no real codec).
+    ``"demo"`` is the demo corpus's toy tone decoder (``codec.DemoRuleCodec``; its codes have no real codec).
     """
     if model == "demo":
-        from .prep.demo import DemoRuleCodec
-
         return DemoRuleCodec()
     return MimiCodec(model, device=device)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.files import CARD_NAME
 from .inference import load_model, reply_to
-from .prep.persona_data import CARD_NAME
 from .stages.checkpoints import PARTS_NAME
 
 

@@ -20,3 +20,14 @@ class NaNOnRank(L.Callback):
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
+
+
+class RecordException(L.Callback):
+    """Writes the exception that stopped the run to ``<path>.rank<r>``: each rank's stop message."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        with open(f"{self.path}.rank{trainer.global_rank}", "w") as f:
+            f.write(str(exception))

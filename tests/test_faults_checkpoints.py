@@ -6,7 +6,10 @@
   ``TorchCheckpointIO`` stages it in ``$TMPDIR`` (fsspec's transaction), so with ``$TMPDIR`` on
   another file system its final "rename" is a copy over the previous file, and a kill during that
   copy destroys it. The same crash with ``AtomicCheckpointIO`` leaves the previous file intact.
-* Disk errors name the directory and the cause in one line.
+* Disk errors name the directory and the cause in one line, a full disk too (torch's zip writer hides
+  its ``OSError`` behind ``RuntimeError: ... unexpected pos``; the test writes into /dev/full).
+* Leftover ``.partial`` files are removed at start; ``--ckpt_path last`` without a complete
+  ``last.ckpt`` resumes from the newest complete checkpoint and says which.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from qinyu_lit.stages import SFTStage
-from qinyu_lit.stages.resume import AtomicCheckpointIO, CheckpointWriteError, SampleLedger
+from qinyu_lit.stages.resume import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    SampleLedger,
+    explain_missing_last,
+)
 from tests.stages.helpers import demo_data
 
 
@@ -81,16 +89,19 @@ def test_unwritable_directory_is_named_with_its_cause(tmp_path):
     assert "\n" not in msg and str(blocker / "ckpt") in msg and ("Not a directory" in msg or "File exists" in msg)
 
 
-def test_full_disk_is_named_with_its_cause(tmp_path, monkeypatch):
-    def full(obj, f, *a, **k):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(torch, "save", full)
+def test_full_disk_is_named_with_its_cause(tmp_path):
+    """A real ENOSPC from the kernel through torch's own zip writer (which turns it into ``RuntimeError:
+    [enforce fail at inline_container.cc] unexpected pos``): the file being written is /dev/full."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    (tmp_path / "last.ckpt.partial").symlink_to("/dev/full")  # where AtomicCheckpointIO writes first
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what the stock torch.save shows
+        torch.save({"w": torch.ones(100_000)}, open(tmp_path / "last.ckpt.partial", "wb"))  # noqa: SIM115
     with pytest.raises(CheckpointWriteError) as e:
-        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(100_000)}, tmp_path / "last.ckpt")
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path) in msg and "No space left on device" in msg
-    assert e.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
+    assert e.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())  # the partial file is gone too
 
 
 class _WeightsGoNaN(L.Callback):
@@ -126,12 +137,40 @@ def test_diverged_weights_are_never_checkpointed(demo_dir, tiny_net, tmp_path, c
     assert "NOT writing" in capsys.readouterr().out
 
 
-def test_ledger_on_a_step_that_returned_nothing(tmp_path, demo_dir, tiny_net):
+def test_ledger_row_of_a_step_the_nan_guard_skipped(tmp_path, demo_dir, tiny_net):
     class Trainer:  # the attributes SampleLedger reads
         global_rank, global_step, current_epoch = 0, 3, 1
 
+    stage = SFTStage(tiny_net)
+    stage.skipped_step = True  # what optimizer_step sets when it skips; the step returned a zero loss
     ledger = SampleLedger(str(tmp_path / "ledger.jsonl"))
-    ledger.on_train_batch_end(Trainer(), SFTStage(tiny_net), {}, {"keys": [["a", "b"]]}, 0)
+    ledger.on_train_batch_end(Trainer(), stage, {"loss": torch.tensor(0.0)}, {"keys": [["a", "b"]]}, 0)
+    stage.skipped_step = False
+    ledger.on_train_batch_end(Trainer(), stage, {"loss": torch.tensor(2.5)}, {"keys": [["c"]]}, 1)
     assert (tmp_path / "ledger.jsonl").read_text() == (
-        '{"step": 3, "epoch": 1, "loss": null, "skipped": false, "keys": ["a", "b"]}\n'
+        '{"step": 3, "epoch": 1, "loss": 0.0, "skipped": true, "keys": ["a", "b"]}\n'
+        '{"step": 3, "epoch": 1, "loss": 2.5, "skipped": false, "keys": ["c"]}\n'
     )
+
+
+def test_leftovers_are_cleaned_and_last_falls_back_to_the_newest_complete_checkpoint(tmp_path, capsys):
+    """What a kill during the first ``last.ckpt`` write leaves: complete step checkpoints, ``.partial``
+    files (one under a name the next run will never write again). ``--ckpt_path last`` resumes from
+    the newest complete one and says so; the leftovers are removed before the run starts."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for step in (2, 3):
+        AtomicCheckpointIO().save_checkpoint({"global_step": step}, ckpt / f"epoch=0-step={step}.ckpt")
+        os.utime(ckpt / f"epoch=0-step={step}.ckpt", (step, step))  # step 3 is the newer file
+    (ckpt / "last.ckpt.partial").write_bytes(b"PK\x03\x04 half a zip")
+    (ckpt / "epoch=0-step=4.ckpt.partial").write_bytes(b"half")
+    trainer = L.Trainer(logger=False, callbacks=[ModelCheckpoint(dirpath=ckpt, save_last=True)])
+    assert explain_missing_last(trainer, "last") == str(ckpt / "epoch=0-step=3.ckpt")
+    out = capsys.readouterr().out
+    assert "removed 2 unfinished checkpoint file(s)" in out and "resuming from the newest complete checkpoint" in out
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch=0-step=2.ckpt", "epoch=0-step=3.ckpt"]
+    (ckpt / "last.ckpt").write_bytes(b"PK\x03\x04 cut by the stock writer")  # a last.ckpt that is not whole
+    assert explain_missing_last(trainer, "last") == str(ckpt / "epoch=0-step=3.ckpt")
+    AtomicCheckpointIO().save_checkpoint({"global_step": 4}, ckpt / "last.ckpt")
+    assert explain_missing_last(trainer, "last") == "last"  # a complete last.ckpt: Lightning's own rule
+    assert explain_missing_last(trainer, None) is None

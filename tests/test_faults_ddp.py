@@ -4,7 +4,8 @@ Rank 0 reads a text-only shard (no audio targets, speakers or user speech: the c
 codebook embeddings, speaker projector and adapter get no gradient from its batches), rank 1 a TTS
 shard. Plain DDP (no ``find_unused_parameters``) and ``static_graph`` must run through: every step
 touches every trainable parameter. A NaN loss on rank 1 only must skip that step on both ranks
-(one all-reduce), count it in ``train/nonfinite_steps`` and let the run go on.
+(one all-reduce), count it in ``train/nonfinite_steps`` and let the run go on; when the guard
+stops the run, every rank's message names the same last good checkpoint (rank 0 wrote it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def text_and_tts(tmp_path_factory):
     return root
 
 
-def _run_two_ranks(train: Path, demo_dir: Path, tmp_path: Path, *extra: str) -> str:
+def _run_two_ranks(train: Path, demo_dir: Path, tmp_path: Path, *extra: str, returncode: int = 0) -> str:
     proc = _fit(
         TINY_SFT,
         "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_steps", str(STEPS),
@@ -56,7 +57,7 @@ def _run_two_ranks(train: Path, demo_dir: Path, tmp_path: Path, *extra: str) -> 
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"2-rank run hung (killed after 150 s)\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == returncode, out[-4000:]
     return out
 
 
@@ -90,3 +91,17 @@ def test_nan_on_one_rank_skips_the_step_on_both_with_static_graph(text_and_tts, 
     # rank 0 (the logging rank) had a finite loss at the skipped step; rank 1's NaN never reached the weights
     assert all(math.isfinite(e.value) for e in events.Scalars("train/loss"))
     assert all(math.isfinite(r["loss"]) for r in rank0 + rank1)
+
+
+def test_the_nan_stop_message_is_the_same_on_every_rank(text_and_tts, demo_dir, tmp_path):
+    _run_two_ranks(
+        text_and_tts, demo_dir, tmp_path, "--trainer.strategy", "ddp", "--model.init_args.max_nonfinite_steps", "1",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath", str(tmp_path / "every"), "--trainer.callbacks.every_n_train_steps", "1",
+        "--trainer.callbacks+=tests._faults_hooks.NaNOnRank",
+        "--trainer.callbacks.step", "2", "--trainer.callbacks.rank", "1",
+        "--trainer.callbacks+=tests._faults_hooks.RecordException", "--trainer.callbacks.path", str(tmp_path / "stop"),
+        returncode=2,
+    )  # fmt: skip
+    rank0, rank1 = (Path(f"{tmp_path / 'stop'}.rank{r}").read_text() for r in range(2))
+    assert rank0 == rank1 and f"the last good checkpoint is {tmp_path / 'every' / 'epoch=0-step=2.ckpt'}" in rank0

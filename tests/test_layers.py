@@ -1,9 +1,9 @@
 """The package's layers only point down, and no module imports itself back through others.
 
-    data (runtime)  <-  prep (offline preparation)
+    data (runtime)  <-  codec (codes <-> audio)  <-  prep (offline preparation, imported by the CLI alone)
     data            <-  model (torch + transformers, no Lightning)
-    data, prep, model            <-  eval
-    data, prep, model, eval      <-  stages (Lightning)
+    data, codec, model           <-  eval
+    data, codec, model, eval     <-  stages (Lightning)
     everything above             <-  inference  <-  persona_bank  <-  cli
 
 Every ``import`` statement counts, function-level ones included (a lazy import still makes a
@@ -21,13 +21,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qinyu_lit"
 ALLOWED = {
     "tiny_configs": set(),  # plain dicts of config fields: every layer may use them
     "data": {"tiny_configs"},
-    "prep": {"data", "tiny_configs"},
+    "codec": {"data", "tiny_configs"},  # codes <-> audio at run time (validation audio, generate)
+    "prep": {"data", "codec", "tiny_configs"},
     "model": {"data", "tiny_configs"},
-    "eval": {"data", "prep", "model", "tiny_configs"},
-    "stages": {"data", "prep", "model", "eval", "tiny_configs"},
-    "inference": {"data", "prep", "model", "eval", "stages", "tiny_configs"},
-    "persona_bank": {"data", "prep", "model", "eval", "stages", "inference", "tiny_configs"},
-    "cli": {"data", "prep", "model", "eval", "stages", "inference", "persona_bank", "tiny_configs"},
+    # prep/ is the offline layer: only the CLI imports it (runtime code reads codecs from codec.py)
+    "eval": {"data", "codec", "model", "tiny_configs"},
+    "stages": {"data", "codec", "model", "eval", "tiny_configs"},
+    "inference": {"data", "codec", "model", "eval", "stages", "tiny_configs"},
+    "persona_bank": {"data", "codec", "model", "eval", "stages", "inference", "tiny_configs"},
+    "cli": {"data", "codec", "prep", "model", "eval", "stages", "inference", "persona_bank", "tiny_configs"},
     "__init__": set(),
 }
 NO_LIGHTNING = {"data/delay.py", "data/layout.py", "data/schema.py", "data/tokenizer.py", "model"}

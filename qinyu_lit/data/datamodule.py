@@ -10,39 +10,19 @@ It also owns the data stream's position: every training batch tells where it cam
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader
 
+from .dist import all_gather_objects, rank_and_world
 from .features import FRONT_ENDS
 from .index import absolute_if_local
 from .layout import TokenLayout
+from .loader import StreamLoader
 from .mixture import Catalog, Source, parse_sources
 from .stream import ShardStream
 from .tokenizer import load_tokenizer
-
-_GLOO_GROUP = None
-
-
-def _cpu_group():
-    """A gloo group for the tiny CPU collectives of the loader (works beside NCCL)."""
-    global _GLOO_GROUP
-    if dist.get_backend() == "gloo":
-        return None
-    if _GLOO_GROUP is None:
-        _GLOO_GROUP = dist.new_group(backend="gloo")
-    return _GLOO_GROUP
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def named_sources(spec) -> list[Source]:
@@ -60,82 +40,6 @@ def named_sources(spec) -> list[Source]:
             names = guess
             break
     return [Source(s.path, s.weight, n or s.path) for s, n in zip(sources, names, strict=True)]
-
-
-class StreamLoader:
-    """What ``train_dataloader`` returns: a DataLoader over a ``ShardStream`` plus two duties.
-
-    * Equal batch counts: ranks hold the same number of *samples* (to one), but packs and the
-      last partial batch differ; an uneven rank hangs DDP. Before each batch the ranks agree
-      (one tiny all-reduce) whether all still have one; the first rank to run out ends the
-      epoch for all, and the batches the others had left are dropped and reported.
-    * Epoch and resume: sets the epoch and the resume positions on the stream before its
-      workers start (they receive a copy of it).
-    """
-
-    def __init__(
-        self,
-        stream: ShardStream,
-        num_workers: int,
-        owner: QinYuDataModule | None = None,
-        equalize: bool = True,
-    ):
-        self.stream, self.num_workers, self.owner, self.equalize = stream, num_workers, owner, equalize
-        self.dropped_batches = 0
-        self.dropped_keys: list[str] = []
-
-    def __iter__(self):
-        rank, world = _dist()
-        s = self.stream
-        s.rank, s.world_size = rank, world
-        nw = max(self.num_workers, 1)
-        if self.owner is not None:
-            st = self.owner._resume_state
-            s.epoch = self.owner.epoch
-            s.resume, s.rotation = {}, 0
-            if st and st.get("epoch") == s.epoch:
-                if (st["world_size"], st["num_workers"]) != (world, nw):
-                    raise ValueError(
-                        f"the checkpoint's data position was saved with world size {st['world_size']} x "
-                        f"{st['num_workers']} workers, this run has {world} x {nw}: set data.num_workers="
-                        f"{st['num_workers']} and the same number of devices to resume mid-epoch"
-                    )
-                s.resume = {int(k): v for k, v in st["slots"].items()}
-                s.rotation = int(st["next_worker"].get(str(rank), 0))
-            self.owner._resume_state = None
-        loader = DataLoader(
-            s, batch_size=None, num_workers=self.num_workers, persistent_workers=False, pin_memory=False
-        )
-        it = iter(loader)
-        while True:
-            batch = next(it, None)
-            if self.equalize and world > 1:
-                flag = torch.tensor([0 if batch is None else 1])
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=_cpu_group())
-                if int(flag) == 0:
-                    self._drop_rest(batch, it, rank)
-                    break
-            if batch is None:
-                break
-            yield batch
-        del it
-        # reached only when the epoch ran out (an early stop closes the generator at ``yield``)
-        if self.owner is not None:
-            self.owner.epoch += 1
-
-    def _drop_rest(self, batch, it, rank: int) -> None:
-        dropped = [batch] if batch is not None else []
-        dropped += list(it)
-        if dropped:
-            keys = [k for b in dropped for row in b["keys"] for k in row]
-            n = len(keys)
-            self.dropped_batches += len(dropped)
-            self.dropped_keys += keys
-            warnings.warn(
-                f"rank {rank}: dropped {len(dropped)} batch(es) ({n} samples) at the end of the epoch so that every "
-                "rank runs the same number of steps",
-                stacklevel=2,
-            )
 
 
 class QinYuDataModule(L.LightningDataModule):
@@ -171,6 +75,9 @@ class QinYuDataModule(L.LightningDataModule):
         overlong: a sample longer than ``pack_length`` is ``truncate``d or ``drop``ped (counted either way).
         mix_shards: shards each worker reads interleaved, so a batch mixes sources.
         strict: fail on the first bad sample instead of skipping it with a warning.
+        dither: Kaldi dither of the training front end (``fbank_lfr``, ``sense_voice``); 0 keeps features
+            deterministic (exact resume). The release's FunASR front end trains with 1.0. Validation,
+            test and generation never dither.
         tokens_per_step: target tokens per optimizer step (paper: 1.28M align/SFT, 2.56M pretraining);
             sets ``trainer.accumulate_grad_batches`` = tokens_per_step / (pack_length x batch_size x world size).
     """
@@ -199,36 +106,56 @@ class QinYuDataModule(L.LightningDataModule):
         mix_shards: int = 4,
         strict: bool = False,
         tokens_per_step: int | None = None,
+        dither: float = 0.0,
     ):
         super().__init__()
         if cmvn and audio_front_end != "sense_voice":
             raise ValueError("data.cmvn is read only by data.audio_front_end: sense_voice")
+        if dither and audio_front_end == "whisper":
+            raise ValueError("data.dither applies to the fbank front ends (fbank_lfr, sense_voice), not whisper")
         if tokens_per_step and not pack_length:
             raise ValueError("data.tokens_per_step needs data.pack_length (tokens per micro-batch row)")
         tokenizer = absolute_if_local(tokenizer)  # saved in the checkpoint: must resolve from any directory
         self.save_hyperparameters()
         self._layout: TokenLayout | None = None
+        self._train_layout: TokenLayout | None = None
         self._catalogs: dict[str, Catalog] = {}
         self.epoch = 0
         self._consumed: dict[int, dict] = {}  # slot -> position after the last batch trained on
         self._next_worker = 0
         self._resume_state: dict | None = None
+        self._speaker_dim: int | None = None  # the model's, once known: a sample with another size is skipped
+
+    def _make_layout(self, tokenizer, dither: float) -> TokenLayout:
+        hp = self.hparams
+        front_end, kw = FRONT_ENDS[hp.audio_front_end], {"num_mel_bins": hp.num_mel_bins}
+        if dither:
+            kw["dither"] = dither
+        return TokenLayout(
+            tokenizer,
+            pattern=hp.pattern,
+            num_codebooks=hp.num_codebooks,
+            codebook_size=hp.codebook_size,
+            front_end=front_end(hp.cmvn, **kw) if hp.cmvn else front_end(**kw),
+            supervise=hp.supervise,
+            profile=hp.token_layout,
+        )
 
     @property
     def layout(self) -> TokenLayout:
+        """The layout of validation, test and generation (never dithered)."""
         if self._layout is None:
             hp = self.hparams
-            front_end, bins = FRONT_ENDS[hp.audio_front_end], hp.num_mel_bins
-            self._layout = TokenLayout(
-                load_tokenizer(hp.tokenizer, hp.token_layout),
-                pattern=hp.pattern,
-                num_codebooks=hp.num_codebooks,
-                codebook_size=hp.codebook_size,
-                front_end=front_end(hp.cmvn, num_mel_bins=bins) if hp.cmvn else front_end(num_mel_bins=bins),
-                supervise=hp.supervise,
-                profile=hp.token_layout,
-            )
+            self._layout = self._make_layout(load_tokenizer(hp.tokenizer, hp.token_layout), 0.0)
         return self._layout
+
+    @property
+    def train_layout(self) -> TokenLayout:
+        """The training stream's layout: ``layout`` itself, or one whose front end dithers (``dither``)."""
+        if self._train_layout is None:
+            dither = self.hparams.dither
+            self._train_layout = self._make_layout(self.layout.tokenizer, dither) if dither else self.layout
+        return self._train_layout
 
     @property
     def tokenizer(self):
@@ -237,7 +164,7 @@ class QinYuDataModule(L.LightningDataModule):
     def catalog(self, split: str) -> Catalog:
         """Shards and sample counts of ``train`` or ``val`` (read once; fails on missing or empty sources)."""
         if split not in self._catalogs:
-            self._catalogs[split] = Catalog.build(named_sources(getattr(self.hparams, split)))
+            self._catalogs[split] = Catalog.build(named_sources(getattr(self.hparams, split)), self.hparams.strict)
         return self._catalogs[split]
 
     def prepare_data(self) -> None:
@@ -259,6 +186,7 @@ class QinYuDataModule(L.LightningDataModule):
         speaker_dim = getattr(getattr(module, "net_config", None), "speaker_dim", None)
         if speaker_dim is None:
             return
+        self._speaker_dim = int(speaker_dim)
         for split in ("train", "val"):
             if getattr(self.hparams, split):
                 for src in self.catalog(split).sources:
@@ -282,7 +210,7 @@ class QinYuDataModule(L.LightningDataModule):
         hp = self.hparams
         return ShardStream(
             self.catalog(split),
-            self.layout,
+            self.train_layout if split == "train" else self.layout,
             batch_size=hp.batch_size,
             shuffle_buffer=hp.shuffle_buffer if shuffle else 0,
             seed=hp.seed,
@@ -292,6 +220,7 @@ class QinYuDataModule(L.LightningDataModule):
             overlong=hp.overlong,
             mix_shards=hp.mix_shards,
             strict=hp.strict,
+            speaker_dim=self._speaker_dim,
         )
 
     def train_dataloader(self) -> StreamLoader:
@@ -321,13 +250,12 @@ class QinYuDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """Position of the training stream: epoch and, per slot, the last batch trained on.
         Plain ints, strings and lists, so the checkpoint loads with ``weights_only=True``."""
-        rank, world = _dist()
+        rank, world = rank_and_world()
         # an epoch that ended (the loader was exhausted) but whose positions are still recorded
         slots = {str(k): v for k, v in self._consumed.items() if v["epoch"] == self.epoch}
         mine = {"slots": slots, "next_worker": {str(rank): self._next_worker}}
         if world > 1:  # the checkpoint is written by rank 0: gather every rank's positions
-            everyone = [None] * world
-            dist.all_gather_object(everyone, mine, group=_cpu_group())
+            everyone = all_gather_objects(mine)
             mine = {
                 "slots": {k: v for d in everyone for k, v in d["slots"].items()},
                 "next_worker": {k: v for d in everyone for k, v in d["next_worker"].items()},

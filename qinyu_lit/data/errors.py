@@ -19,6 +19,23 @@ class QinYuError(ValueError):
     A ``ValueError`` so that code (and tests) that catch ``ValueError`` keep working."""
 
 
+class DataWarning(UserWarning):
+    """A sample or the rest of a shard was skipped; the message names the shard and the key."""
+
+
+class DataError(RuntimeError):
+    """Raised instead of a ``DataWarning`` in strict mode (``data.strict: true``)."""
+
+
+def bad_data(message: str, strict: bool, stacklevel: int = 3) -> None:
+    """Warn about bad data (skipped and counted), or raise ``DataError`` in strict mode."""
+    if strict:
+        raise DataError(message + " (strict mode; set data.strict=false to skip and count instead)")
+    import warnings
+
+    warnings.warn(message, DataWarning, stacklevel=stacklevel)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the nearest choice (difflib), or ``""`` when none is close."""
     near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -32,12 +32,16 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 class FbankLFR:
-    """Kaldi fbank + LFR stacking, the SenseVoice / Fun-ASR front end."""
+    """Kaldi fbank + LFR stacking, the SenseVoice / Fun-ASR front end.
+
+    ``dither``: Kaldi's dither (Gaussian noise of that many int16 steps per sample, fresh at every
+    read). 0 (default) keeps features deterministic, so the same shard gives the same tensors and
+    a resumed run repeats the uninterrupted one exactly; FunASR trains with 1.0."""
 
     sample_rate = 16000
 
-    def __init__(self, num_mel_bins: int = 80, lfr_m: int = 7, lfr_n: int = 6):
-        self.num_mel_bins, self.lfr_m, self.lfr_n = num_mel_bins, lfr_m, lfr_n
+    def __init__(self, num_mel_bins: int = 80, lfr_m: int = 7, lfr_n: int = 6, dither: float = 0.0):
+        self.num_mel_bins, self.lfr_m, self.lfr_n, self.dither = num_mel_bins, lfr_m, lfr_n, dither
 
     def _options(self):
         # built on first use in each process: kaldi-native-fbank objects cannot be pickled, and
@@ -45,7 +49,7 @@ class FbankLFR:
         import kaldi_native_fbank as knf
 
         opts = knf.FbankOptions()
-        opts.frame_opts.dither = 0.0  # deterministic features: same shard -> same tensors
+        opts.frame_opts.dither = self.dither  # 0: deterministic features (same shard -> same tensors)
         opts.frame_opts.samp_freq = self.sample_rate
         opts.frame_opts.window_type = "hamming"
         opts.mel_opts.num_bins = self.num_mel_bins
@@ -135,13 +139,12 @@ class SenseVoiceFbank(FbankLFR):
             ``None`` skips CMVN (only for models trained here on un-normalised features).
         query_frames: outputs the encoder prepends (language, event, emotion, text norm):
             ``num_outputs`` = LFR frames + 4, the number of ``<|context_of_audio|>`` placeholders.
-
-    FunASR dithers by default (random features); this front end does not, so the same shard
-    always gives the same tensors.
+        dither: Kaldi dither; FunASR dithers (1.0) at training time, this front end by default does not,
+            so the same shard always gives the same tensors (``data.dither`` sets it for training).
     """
 
-    def __init__(self, cmvn: str | None = None, query_frames: int = 4, num_mel_bins: int = 80):
-        super().__init__(num_mel_bins=num_mel_bins, lfr_m=7, lfr_n=6)
+    def __init__(self, cmvn: str | None = None, query_frames: int = 4, num_mel_bins: int = 80, dither: float = 0.0):
+        super().__init__(num_mel_bins=num_mel_bins, lfr_m=7, lfr_n=6, dither=dither)
         self.cmvn, self.query_frames = cmvn, query_frames
         self._shift_scale = load_cmvn(cmvn) if cmvn else None
         if self._shift_scale is not None and self._shift_scale[0].size != self.feature_dim:

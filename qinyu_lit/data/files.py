@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# a persona's card (name, prompt, voice), in its data folder and beside the LoRA adapter of an export
+CARD_NAME = "persona.json"
+
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:

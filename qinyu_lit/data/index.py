@@ -1,4 +1,14 @@
-"""``index.json``: what ``qinyu-lit data build`` records about a shard set, read back at training start."""
+"""``index.json``: what a shard set's writers record about it, read back at training start.
+
+The one module that knows the file: its name and format string, reading it (``read_index``, the
+per-shard sample counts ``indexed_counts``), writing it (``write_index`` for ``data build``, which
+writes the whole index at the end; ``record_in_index`` for writers adding one shard at a time) and
+the start-of-training checks against the model (codec, speaker vector size).
+
+    {"format": "qinyu-index/v1", "schema": "qinyu/v1", "codec": {...} | null,
+     "speaker_dims": [192], "totals": {"samples": n, ...},
+     "shards": [{"path": "shard-000000.tar", "samples": n, ...}, ...], ...}
+"""
 
 from __future__ import annotations
 
@@ -7,8 +17,11 @@ import os
 from pathlib import Path
 
 from .errors import QinYuError
+from .files import atomic_write_text
+from .schema import SCHEMA_VERSION
 
 INDEX_FORMAT = "qinyu-index/v1"
+INDEX_NAME = "index.json"
 
 
 def path_for_index(value: str, folder: str | Path) -> str:
@@ -37,7 +50,7 @@ def absolute_if_local(value: str) -> str:
 
 def read_index(folder: str | Path) -> dict | None:
     """``folder/index.json`` or ``None`` when there is none."""
-    path = Path(folder) / "index.json"
+    path = Path(folder) / INDEX_NAME
     if not path.is_file():
         return None
     try:
@@ -66,10 +79,7 @@ def check_index_speakers(folder: str | Path, speaker_dim: int) -> None:
 def check_index_codec(folder: str | Path, num_codebooks: int, codebook_size: int) -> None:
     """Fail fast, before any worker starts, when a built shard set's codec (``index.json``)
     does not match the model's; a folder without an index is left to the per-sample check."""
-    path = Path(folder) / "index.json"
-    if not path.is_file():
-        return
-    codec = json.loads(path.read_text()).get("codec") or {}
+    codec = (read_index(folder) or {}).get("codec") or {}
     got = (codec.get("num_codebooks"), codec.get("codebook_size"))
     if codec and got != (num_codebooks, codebook_size):
         raise QinYuError(
@@ -77,3 +87,62 @@ def check_index_codec(folder: str | Path, num_codebooks: int, codebook_size: int
             f"the model expects {num_codebooks} x {codebook_size}: set --data.init_args.num_codebooks {got[0]} "
             f"--data.init_args.codebook_size {got[1]}, or rebuild the shards with the model's codec"
         )
+
+
+def write_index(folder: str | Path, doc: dict) -> Path:
+    """Write ``doc`` (format and schema filled in) as ``folder/index.json``, atomically."""
+    path = Path(folder) / INDEX_NAME
+    doc = {"format": INDEX_FORMAT, "schema": SCHEMA_VERSION, **doc}
+    atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False))
+    return path
+
+
+def record_in_index(shard: Path, count: int, codec: dict | None) -> Path:
+    """Add or replace ``shard``'s entry (``{"path", "samples"}``) in ``index.json`` of its folder."""
+    doc = read_index(shard.parent) or {}
+    entries = [e for e in doc.get("shards", []) if e.get("path") != shard.name]
+    first = not entries
+    entries = sorted(entries + [{"path": shard.name, "samples": count}], key=lambda e: e["path"])
+    if first:
+        doc["codec"] = codec
+    elif doc.get("codec") != codec:
+        doc["codec"] = None  # mixed codecs: no set-wide codec to check (each sample still carries its own)
+    doc["shards"] = entries
+    doc.setdefault("totals", {})["samples"] = sum(e["samples"] for e in entries)
+    return write_index(shard.parent, doc)
+
+
+_COUNTS: dict[tuple, dict[str, int]] = {}
+
+
+def indexed_counts(folder: str | Path) -> dict[str, int] | None:
+    """Samples per shard file name from ``folder/index.json``; ``None`` without a readable index.
+
+    Accepted shapes: ``{"shards": [{"path"|"name"|"file": "<file>", "samples"|"num_samples"|"count": n}]}``
+    (what the writers here write) or ``{"shards": {"<file>": n | {"samples": n}}}``. Cached per
+    file version: a rewritten index is read again."""
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _COUNTS:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        shards = doc.get("shards", {}) if isinstance(doc, dict) else {}
+        entries = (
+            shards.items()
+            if isinstance(shards, dict)
+            else [(e.get("path") or e.get("name") or e.get("file"), e) for e in shards if isinstance(e, dict)]
+        )
+        counts = {}
+        for name, entry in entries:
+            n = entry if isinstance(entry, int) else None
+            if isinstance(entry, dict):
+                n = next((entry[k] for k in ("samples", "num_samples", "count") if k in entry), None)
+            if name and isinstance(n, int):
+                counts[os.path.basename(str(name))] = n
+        _COUNTS[key] = counts
+    return _COUNTS[key]

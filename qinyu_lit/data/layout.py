@@ -56,6 +56,18 @@ class TokenSequence:
         return int(self.target_mask.sum())
 
 
+def user_speech_starts(ids: np.ndarray, special) -> np.ndarray:
+    """Positions of the user-speech spans of ``ids``: an audio-start id followed by a placeholder.
+    The one rule for "which audio-start opens user speech" (the official layout also wraps a
+    speech-only assistant reply in audio start/end, with frames, not placeholders, inside): the
+    layout, truncation and the evaluation's batch splitting all count spans with it.
+
+    ``special`` is the layout's ``SpecialIds`` (``audio_start``, ``audio``)."""
+    ids = np.asarray(ids)
+    starts = np.flatnonzero(ids[:-1] == special.audio_start)
+    return starts[ids[starts + 1] == special.audio]
+
+
 class TokenLayout:
     """Builds ``TokenSequence``s from ``Sample``s.
 
@@ -126,27 +138,27 @@ class TokenLayout:
         if self.profile == "official":
             from .layout_official import build_official
 
-            return build_official(self, sample, prompt_only, _Builder(self.num_codebooks))
-        b = _Builder(self.num_codebooks)
+            return build_official(self, sample, prompt_only)
+        b = self.builder()
         ids = self.ids
         if sample.system:
-            b.text([ids.im_start] + self._tok("system\n" + sample.system) + [ids.im_end] + self._tok("\n"))
+            b.text([ids.im_start] + self.tokens("system\n" + sample.system) + [ids.im_end] + self.tokens("\n"))
         last = len(sample.turns) - 1
         for i, turn in enumerate(sample.turns):
             if turn.role == "user":
-                b.text([ids.im_start] + self._tok("user\n"))
+                b.text([ids.im_start] + self.tokens("user\n"))
                 if turn.speaker is not None:
                     b.text([ids.user_speaker])
                     b.speakers.append(turn.speaker)
                 if turn.audio is not None:
-                    feats = self._features(sample, i)
+                    feats = self.user_features(sample, i)
                     b.text([ids.audio_start] + [ids.audio] * self.front_end.num_outputs(feats) + [ids.audio_end])
                     b.audio_features.append(feats)
                 if turn.text:
-                    b.text(self._tok(turn.text))
-                b.text([ids.im_end] + self._tok("\n"))
+                    b.text(self.tokens(turn.text))
+                b.text([ids.im_end] + self.tokens("\n"))
                 continue
-            b.text([ids.im_start] + self._tok("assistant\n"))
+            b.text([ids.im_start] + self.tokens("assistant\n"))
             if sample.agent_speaker is not None:
                 b.text([ids.speaker])
                 b.speakers.append(sample.agent_speaker)
@@ -154,12 +166,19 @@ class TokenLayout:
                 break
             supervised = i == last or self.supervise == "all"
             if i == last:  # the answer: text interleaved with its (delayed) speech
-                self._interleave(b, self._tok(turn.text), turn.codes, supervised)
+                self.interleave(b, self.tokens(turn.text), turn.codes, supervised)
             elif turn.text:  # history keeps the text, drops the speech
-                b.text(self._tok(turn.text), supervised)
+                b.text(self.tokens(turn.text), supervised)
             b.text([ids.im_end], supervised)
-            b.text(self._tok("\n"))
+            b.text(self.tokens("\n"))
         return b.finish(key=sample.key, source=sample.shard, task=sample.task)
+
+    # ------------------------------------------------------------------ the surface both profiles build with
+    # builder(), tokens(), user_features(), interleave(), delayed(), frame_ids(): layout_official.py uses these
+
+    def builder(self) -> SequenceBuilder:
+        """An empty sequence to append positions to (``text``, ``frames``), then ``finish``."""
+        return SequenceBuilder(self.num_codebooks)
 
     def delayed(self, codes) -> np.ndarray:
         """[C, T] codes -> [T + C - 1, C] audio positions (empty without codes)."""
@@ -173,7 +192,7 @@ class TokenLayout:
             return self.ids.audio_base + frames[:, 0]
         return self.ids.frame
 
-    def _interleave(self, b: _Builder, text: list[int], codes, supervised: bool) -> None:
+    def interleave(self, b: SequenceBuilder, text: list[int], codes, supervised: bool) -> None:
         # the release's rule: the block pair in which either stream runs out is the last one
         # and takes everything left of both, text first (see the module docstring)
         audio = self.delayed(codes)
@@ -188,7 +207,7 @@ class TokenLayout:
             if ti >= len(text) and ai >= len(audio):
                 return
 
-    def _tok(self, text: str) -> list[int]:
+    def tokens(self, text: str) -> list[int]:
         ids = self._text_cache.get(text)
         if ids is None:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -196,7 +215,7 @@ class TokenLayout:
                 self._text_cache[text] = ids
         return ids
 
-    def _features(self, sample: Sample, i: int) -> np.ndarray:
+    def user_features(self, sample: Sample, i: int) -> np.ndarray:
         turn = sample.turns[i]
         if self.front_end is None:
             raise SampleError(sample.shard, sample.key, f"turns[{i}].audio", "user speech needs an audio front end")
@@ -244,13 +263,11 @@ class TokenLayout:
     def user_speech_spans(self, ids: np.ndarray) -> list[tuple[int, int]]:
         """(start, end) of each complete or cut user-speech span: an audio-start id followed by a
         placeholder (the official profile also wraps a speech-only assistant turn in start/end)."""
-        starts = np.flatnonzero(ids == self.ids.audio_start)
         ends = np.flatnonzero(ids == self.ids.audio_end)
         spans = []
-        for s in starts:
-            if s + 1 < len(ids) and ids[s + 1] == self.ids.audio:
-                after = ends[ends > s]
-                spans.append((int(s), int(after[0]) if len(after) else len(ids)))
+        for s in user_speech_starts(ids, self.ids):
+            after = ends[ends > s]
+            spans.append((int(s), int(after[0]) if len(after) else len(ids)))
         return spans
 
     # ------------------------------------------------------------------ reading
@@ -280,7 +297,7 @@ class TokenLayout:
         return out
 
 
-class _Builder:
+class SequenceBuilder:
     """Accumulates positions; text and frames append in order."""
 
     def __init__(self, num_codebooks: int):

@@ -7,7 +7,9 @@ What a converted checkpoint was trained on, rule by rule (its dataset code, stud
     <|im_start|>assistant\\n *{text}<|end_of_conv|> interleaved 1 8 4 8 with codebook 0's audio ids *<|im_end|> *\\n
 
 * The agent voice sits once, in the system message (a system message holding only that line
-  is made when the sample has none). Speaker embeddings follow placeholder order.
+  is made when the sample has none), and only in samples whose assistant turns hold speech: a
+  text-only reply has neither the line nor the vector (the release's dataset code adds the line
+  only ``if has_audio``). Speaker embeddings follow placeholder order.
 * User speech stands where ``<|audio|>`` is in the turn's text (at the start when there is no
   tag) and always carries ``<|user_speaker|>``: the sample must have that turn's speaker.
   N comes from the front end (SenseVoice: LFR frames + 4 query frames).
@@ -34,15 +36,15 @@ AUDIO_TAG = "<|audio|>"
 TTS_PROMPT = "Convert the text to speech."
 
 
-def build_official(layout, sample: Sample, prompt_only: bool, b):
-    """``layout``: the calling ``TokenLayout``; ``b``: its empty position builder (layout.py's
-    ``_Builder``, passed in so this module does not import layout.py back). Returns the
-    ``TokenSequence``."""
-    ids, tok = layout.ids, layout._tok
+def build_official(layout, sample: Sample, prompt_only: bool):
+    """``layout``: the calling ``TokenLayout`` (its public building surface: ``builder``, ``tokens``,
+    ``user_features``, ``interleave``, ``delayed``, ``frame_ids``). Returns the ``TokenSequence``."""
+    ids, tok, b = layout.ids, layout.tokens, layout.builder()
     turns = _tts_prepass(sample.turns)
     has_speech = any(t.role == "assistant" and t.codes is not None for t in turns)
     system = sample.system
-    if sample.agent_speaker is not None and VOICE_LINE not in system:
+    # the release writes the voice line (and so the agent vector) only where the reply has speech
+    if sample.agent_speaker is not None and has_speech and VOICE_LINE not in system:
         system = f"{system}\n{VOICE_LINE}" if system else VOICE_LINE
     if system:
         content = tok(system)
@@ -70,14 +72,14 @@ def build_official(layout, sample: Sample, prompt_only: bool, b):
 
 
 def _message(b, layout, role: str, content: list[int], supervised: bool) -> None:
-    ids, tok = layout.ids, layout._tok
+    ids, tok = layout.ids, layout.tokens
     b.text([ids.im_start] + tok(role) + tok("\n"))
     b.text(content, supervised)
     b.text([ids.im_end] + tok("\n"), supervised)
 
 
 def _user_content(layout, b, sample: Sample, i: int) -> list[int]:
-    turn, ids, tok = sample.turns[i], layout.ids, layout._tok
+    turn, ids, tok = sample.turns[i], layout.ids, layout.tokens
     if turn.audio is None:
         return tok(turn.text)
     if turn.speaker is None:
@@ -89,7 +91,7 @@ def _user_content(layout, b, sample: Sample, i: int) -> list[int]:
             "speaker embeddings (data build --speakers) or use token_layout: qinyu",
         )
     before, _, after = turn.text.partition(AUDIO_TAG) if AUDIO_TAG in turn.text else ("", "", turn.text)
-    feats = layout._features(sample, i)
+    feats = layout.user_features(sample, i)
     b.speakers.append(turn.speaker)
     b.audio_features.append(feats)
     n = layout.front_end.num_outputs(feats)
@@ -105,7 +107,7 @@ def _speech_reply(layout, b, text: list[int], codes, supervised: bool) -> None:
         b.frames(frames, layout.frame_ids(frames), supervised)
         b.text([ids.audio_end], supervised)
         return
-    layout._interleave(b, text + [ids.end_of_conv], codes, supervised)
+    layout.interleave(b, text + [ids.end_of_conv], codes, supervised)
 
 
 def _tts_prepass(turns):

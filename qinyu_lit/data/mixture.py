@@ -20,7 +20,6 @@ interleaves ``mix_shards`` shards at a time so its batches mix sources.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import QinYuError, bad_data
+from .index import INDEX_NAME, indexed_counts
 from .tar import scan_count
 
 
@@ -100,52 +101,6 @@ def parse_sources(spec) -> list[Source]:
     return out
 
 
-def _index_counts(shard: str) -> int | None:
-    """Sample count from an ``index.json`` next to the shard (written by ``qinyu-lit data build``), if any.
-
-    Accepted shapes: ``{"shards": {"<file>": n | {"samples": n}}}`` or
-    ``{"shards": [{"path"|"name"|"file": "<file>", "samples"|"num_samples"|"count": n}]}``.
-    """
-    index = Path(shard).parent / "index.json"
-    if not index.exists():
-        return None
-    stat = index.stat()
-    cache_key = (str(index), stat.st_mtime_ns, stat.st_size)  # a rewritten index is read again
-    cache = _INDEX_CACHE.get(cache_key)
-    if cache is None:
-        try:
-            doc = json.loads(index.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        shards = doc.get("shards", {}) if isinstance(doc, dict) else {}
-        cache = {}
-        entries = (
-            shards.items()
-            if isinstance(shards, dict)
-            else [(e.get("path") or e.get("name") or e.get("file"), e) for e in shards if isinstance(e, dict)]
-        )
-        for name, entry in entries:
-            n = (
-                entry
-                if isinstance(entry, int)
-                else next(
-                    (
-                        entry.get(k)
-                        for k in ("samples", "num_samples", "count")
-                        if isinstance(entry, dict) and k in entry
-                    ),
-                    None,
-                )
-            )
-            if name and isinstance(n, int):
-                cache[os.path.basename(str(name))] = n
-        _INDEX_CACHE[cache_key] = cache
-    return cache.get(os.path.basename(shard))
-
-
-_INDEX_CACHE: dict[tuple, dict[str, int]] = {}
-
-
 class UncheckedCountsWarning(UserWarning):
     """Shards without an ``index.json`` entry: samples lost to truncation cannot be detected or counted."""
 
@@ -153,15 +108,22 @@ class UncheckedCountsWarning(UserWarning):
 _UNCHECKED_WARNED: set[str] = set()
 
 
-def shard_counts(shards: Sequence[str]) -> list[int]:
+def shard_counts(shards: Sequence[str], strict: bool = False) -> list[int]:
     """Samples per shard: from ``index.json`` (then the reader warns about and counts every sample a
-    damaged shard lacks), else from the tar headers, which cannot tell a truncated shard from a short one."""
+    damaged shard lacks), else from the tar headers, which cannot tell a truncated shard from a short
+    one; a shard whose headers cannot be read (empty file, garbled header) is warned about (strict: fails)."""
     counts, unindexed = [], []
     for s in shards:
-        c = _index_counts(s)
+        c = (indexed_counts(os.path.dirname(s)) or {}).get(os.path.basename(s))
         if c is None:
             unindexed.append(s)
-            c = scan_count(s)
+            c, error = scan_count(s)
+            if error is not None:
+                bad_data(
+                    f"{s}: not a readable tar after {c} sample(s) ({error}); without an {INDEX_NAME} entry the "
+                    "samples after that point cannot be counted",
+                    strict,
+                )
         counts.append(c)
     folders = sorted({os.path.dirname(s) for s in unindexed} - _UNCHECKED_WARNED)
     if folders:
@@ -176,6 +138,27 @@ def shard_counts(shards: Sequence[str]) -> list[int]:
     return counts
 
 
+def listed_but_missing(spec: str, strict: bool) -> list[str]:
+    """Shards a directory's ``index.json`` lists that are not on disk. They stay in the plan with their
+    indexed counts, so the reader skips and counts every one of their samples (``data/skipped``)
+    each epoch; the loss is warned about here, once, and ``strict`` refuses to start."""
+    if not os.path.isdir(spec):
+        return []
+    listed = indexed_counts(spec) or {}
+    missing = sorted(name for name in listed if not (Path(spec) / name).exists())
+    if not missing:
+        return []
+    lost = sum(listed[m] for m in missing)
+    message = (
+        f"{Path(spec) / INDEX_NAME} lists {len(missing)} shard(s) missing from {spec} ({', '.join(missing[:5])}): "
+        f"their {lost} samples are skipped and counted in data/skipped every epoch; restore them or rebuild the index"
+    )
+    if strict:
+        raise QinYuError(message + " (strict mode)")
+    bad_data(message, strict=False)
+    return [str(Path(spec) / m) for m in missing]
+
+
 @dataclass
 class Catalog:
     """Every shard of every source with its sample count (built once, in the main process)."""
@@ -186,11 +169,14 @@ class Catalog:
     shard_source: np.ndarray  # int32 [num shards]
 
     @classmethod
-    def build(cls, sources: list[Source]) -> Catalog:
+    def build(cls, sources: list[Source], strict: bool = False) -> Catalog:
+        """Read every source's shards and counts; ``strict`` refuses shards that are listed but missing
+        or unreadable (otherwise they are warned about, and their samples skipped and counted)."""
         shards, counts, owner = [], [], []
         for i, src in enumerate(sources):
             paths = expand_shards(src.path)
-            n = shard_counts(paths)
+            paths = sorted(paths + listed_but_missing(src.path, strict))
+            n = shard_counts(paths, strict)
             if sum(n) == 0:
                 raise ValueError(
                     f"data source {src.label!r} ({src.path}) holds no samples in {len(paths)} shard(s)"

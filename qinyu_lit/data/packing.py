@@ -1,6 +1,6 @@
 """Fixed-length packing of whole samples (paper: 10,000 tokens per sequence, no attention across samples).
 
-A pack is a list of ``TokenSequence``s laid end to end; ``stream.collate`` restarts
+A pack is a list of ``TokenSequence``s laid end to end; ``batch.collate`` restarts
 ``position_ids`` at 0 for each one, and transformers derives a block-diagonal causal mask
 from those position ids (``masking_utils.find_packed_sequence_indices``), so packed samples
 never attend to each other. This module only decides *which* samples share a pack.
@@ -11,7 +11,8 @@ never attend to each other. This module only decides *which* samples share a pac
 * ``greedy_packs`` - the official VITA-Audio/QinYu approach (append to one open pack, emit it
   when the next sample would overflow); kept as the baseline for ``benchmarks/packing_efficiency.py``.
 * ``fit_length`` - what happens to a sample longer than the pack: truncated (``TokenLayout.truncate``,
-  never cutting a user-speech span) or dropped, by policy, and counted either way.
+  never cutting a user-speech span) or dropped, by policy, and counted either way; a truncation that
+  leaves no target (cut before the answer) is dropped.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def fit_length(seq: TokenSequence, pack_length: int, policy: str, layout) -> Tok
     if policy != "truncate":
         raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {policy!r}")
     cut = layout.truncate(seq, pack_length)
-    # a user-speech span straddling the end is cut before its start; nothing left means drop
-    return cut if len(cut) > 0 else None
+    # a user-speech span straddling the end is cut before its start; nothing left, or a cut before
+    # the answer (no target left: the sample would cost pack room and teach nothing), means drop
+    return cut if cut.num_targets > 0 else None
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[Bin]:

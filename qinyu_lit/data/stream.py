@@ -21,14 +21,14 @@ re-reads at most one chunk.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .batch import collate
+from .dist import rank_and_world
+from .errors import DataError, DataWarning, bad_data  # noqa: F401 - DataError/DataWarning: part of this API
 from .layout import TokenLayout, TokenSequence
 from .mixture import Catalog, Source, interleave, slot_range
 from .packing import best_fit_decreasing, fit_length, split_full
@@ -38,9 +38,7 @@ from .tar import TAR_ERRORS, ShardCursor
 
 def worker_slot() -> tuple[int, int]:
     """(index, count) of this data-loader worker among all ranks x workers."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = rank_and_world()
     info = get_worker_info()
     wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank * nworkers + wid, world * nworkers
@@ -49,22 +47,18 @@ def worker_slot() -> tuple[int, int]:
 # --------------------------------------------------------------------------- bad data
 
 
-class DataWarning(UserWarning):
-    """A sample or the rest of a shard was skipped; the message names the shard and the key."""
-
-
-class DataError(RuntimeError):
-    """Raised instead of a ``DataWarning`` in strict mode (``data.strict: true``)."""
-
-
 class ShardReader:
     """Random access to ``(shard, offset)`` items, cheap when offsets rise within each shard.
 
     Bad data never stops the stream and is never skipped silently: a sample that fails the
     schema is skipped with a ``DataWarning`` naming shard and key; a shard that cannot be read
     further (truncated tar, garbled header) warns once and every item planned after that point
-    is skipped and counted. ``strict=True`` raises ``DataError`` instead.
+    is skipped and counted. ``strict=True`` raises ``DataError`` instead. A sample whose speaker
+    vectors do not have ``speaker_dim`` entries (the model's size; ``None``: the first sample's) is
+    skipped the same way. After ``MAX_WARNINGS`` warnings the rest are counted, not shown.
     """
+
+    MAX_WARNINGS = 20
 
     def __init__(
         self,
@@ -75,17 +69,38 @@ class ShardReader:
         pack_length: int | None = None,
         overlong: str = "truncate",
         max_open: int = 8,
+        speaker_dim: int | None = None,
     ):
         self.shards, self.layout, self.source_names = shards, layout, source_names
+        self.speaker_dim = speaker_dim
         self.strict, self.pack_length, self.overlong, self.max_open = strict, pack_length, overlong, max_open
         self.cursors: dict[int, ShardCursor] = {}
         self.broken: dict[int, str] = {}
         self.stats = {"skipped": 0, "truncated": 0, "dropped_overlong": 0}
+        self.shortest_overlong: int | None = None  # for the message when every sample was too long
+        self.first_problem: str | None = None  # for the message when every sample was bad
+        self.warned = 0
 
     def _bad(self, message: str) -> None:
-        if self.strict:
-            raise DataError(message + " (strict mode; set data.strict=false to skip and count instead)")
-        warnings.warn(message, DataWarning, stacklevel=3)
+        self.first_problem = self.first_problem or message
+        self.warned += 1
+        if self.strict or self.warned <= self.MAX_WARNINGS:
+            if self.warned == self.MAX_WARNINGS:
+                message += f" (warning {self.MAX_WARNINGS} of this data-loader worker: further bad samples are counted in data/skipped, not shown)"
+            bad_data(message, self.strict, stacklevel=4)
+
+    def _check_speakers(self, seq: TokenSequence, shard: str) -> str | None:
+        """Why ``seq``'s speaker vectors do not fit the run's size, or ``None``. Checked here, per
+        sample, so that a lenient run skips the sample rather than failing in the collate."""
+        for vec in seq.speakers:
+            if self.speaker_dim is None:
+                self.speaker_dim = int(vec.shape[-1])  # no size given: the first sample's sets it
+            if vec.shape[-1] != self.speaker_dim:
+                return (
+                    f"skipped sample: {shard}: sample {seq.key!r}: field speaker: a speaker vector of "
+                    f"{vec.shape[-1]} dimensions, the run's have {self.speaker_dim} (rebuild it with the set's speaker encoder)"
+                )
+        return None
 
     def _cursor(self, k: int, offset: int) -> ShardCursor:
         cur = self.cursors.get(k)
@@ -139,11 +154,29 @@ class ShardReader:
             self.stats["skipped"] += 1
             self._bad(f"skipped sample: {shard}: sample {key!r}: {type(e).__name__}: {e}")
             return None
+        wrong_size = self._check_speakers(seq, shard)
+        if wrong_size is not None:
+            self.stats["skipped"] += 1
+            self._bad(wrong_size)
+            return None
         seq.source = self.source_names[source]
         if self.pack_length is not None and len(seq) > self.pack_length:
+            n = len(seq)
             seq = fit_length(seq, self.pack_length, self.overlong, self.layout)
             self.stats["truncated" if seq is not None else "dropped_overlong"] += 1
+            if seq is None:
+                self.shortest_overlong = min(n, self.shortest_overlong or n)
         return seq
+
+    def end_of_slot(self, sent: dict) -> dict:
+        """What a worker yields after its last batch: the counts no batch carried yet (they would be
+        lost otherwise) and what the loader needs to explain an epoch in which every sample was lost."""
+        return {
+            "end_of_slot": True,
+            "data_stats": {k: v - sent[k] for k, v in self.stats.items()},
+            "shortest_overlong": self.shortest_overlong,
+            "first_problem": self.first_problem,
+        }
 
     def close(self) -> None:
         for cur in self.cursors.values():
@@ -169,9 +202,10 @@ class ShardStream(IterableDataset):
         overlong: ``truncate`` or ``drop`` samples longer than ``pack_length``.
         mix_shards: shards a worker reads interleaved, so every batch mixes sources.
         strict: raise on bad data instead of skipping it with a warning.
+        speaker_dim: the speaker vectors' size (the model's); a sample with another is skipped.
 
     Set by the main process before each iteration: ``epoch``, ``rank``, ``world_size``,
-    ``resume`` ({slot: position}) and ``rotation`` (see ``datamodule.StreamLoader``).
+    ``resume`` ({slot: position}), ``rotation`` and ``end_markers`` (see ``loader.StreamLoader``).
     """
 
     def __init__(
@@ -187,8 +221,10 @@ class ShardStream(IterableDataset):
         overlong: str = "truncate",
         mix_shards: int = 4,
         strict: bool = False,
+        speaker_dim: int | None = None,
     ):
         super().__init__()
+        self.speaker_dim = speaker_dim
         self.catalog = shards if isinstance(shards, Catalog) else Catalog.build([Source(s) for s in shards])
         self.layout = layout
         self.batch_size, self.shuffle_buffer, self.seed = batch_size, shuffle_buffer, seed
@@ -197,6 +233,7 @@ class ShardStream(IterableDataset):
         self.mix_shards, self.strict = mix_shards, strict
         self.epoch, self.rank, self.world_size, self.rotation = 0, None, None, 0
         self.resume: dict[int, dict] = {}
+        self.end_markers = False  # yield an end-of-slot record after the last batch (StreamLoader sets it)
 
     @property
     def shuffle(self) -> bool:
@@ -246,11 +283,8 @@ class ShardStream(IterableDataset):
             [window[i] for i in sorted(held)],
         )
 
-    def __iter__(self) -> Iterator[dict]:
-        slot, slots, _ = self._slot()
-        shard, offset = self.slot_items(slot, slots)
-        n = len(shard)
-        reader = ShardReader(
+    def _reader(self) -> ShardReader:
+        return ShardReader(
             self.catalog.shards,
             self.layout,
             [s.label for s in self.catalog.sources],
@@ -258,7 +292,14 @@ class ShardStream(IterableDataset):
             self.pack_length,
             self.overlong,
             max_open=self.mix_shards + 4,
+            speaker_dim=self.speaker_dim,
         )
+
+    def __iter__(self) -> Iterator[dict]:
+        slot, slots, _ = self._slot()
+        shard, offset = self.slot_items(slot, slots)
+        n = len(shard)
+        reader = self._reader()
         owner = self.catalog.shard_source
 
         def read(pos: int):
@@ -268,7 +309,7 @@ class ShardStream(IterableDataset):
         chunk0 = pos_state["chunk"] if pos_state else 0
         skip = pos_state["batch"] + 1 if pos_state else 0
         carried = [(p, s) for p in (pos_state["carried"] if pos_state else []) if (s := read(p)) is not None]
-        sent = dict(reader.stats)
+        sent = dict(reader.stats)  # what re-reading the carried samples counted was counted before
         nchunks = -(-n // self.window)
         try:
             for c in range(chunk0, nchunks):
@@ -277,6 +318,8 @@ class ShardStream(IterableDataset):
                     for p in range(c * self.window, min((c + 1) * self.window, n))
                     if (s := read(p)) is not None
                 ]
+                if pos_state and c == chunk0:  # a resumed chunk: its first batch shipped its counts already
+                    sent = dict(reader.stats)
                 rng = np.random.default_rng([self.seed, self.epoch, slot, c, 2])
                 if self.shuffle:
                     fresh = [fresh[i] for i in rng.permutation(len(fresh))]
@@ -301,5 +344,7 @@ class ShardStream(IterableDataset):
                     batch["data_stats"] = {k: v - sent[k] for k, v in reader.stats.items()}
                     sent = dict(reader.stats)
                     yield batch
+            if self.end_markers:  # the loader wants the counts no batch carried (data/loader.py)
+                yield reader.end_of_slot(sent)
         finally:
             reader.close()

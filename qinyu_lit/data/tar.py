@@ -86,18 +86,20 @@ def _check_adjacent(key: str, seen: set[str], shard: str) -> None:
     seen.add(key)
 
 
-def scan_count(shard: str) -> int:
-    """Samples in a shard from its tar headers only (member data is seeked over, not read).
-    A damaged shard counts what its readable headers hold; the reader reports the damage later."""
+def scan_count(shard: str) -> tuple[int, str | None]:
+    """Samples in a shard from its tar headers only (member data is seeked over, not read), and the
+    error that stopped the scan (``None`` when the shard reads to its end). A damaged shard counts what
+    its readable headers hold; the reader reports the damage later."""
     cursor, count = None, 0
     try:
         cursor = ShardCursor(shard)
         while cursor.next_sample(read=False) is not None:
             count += 1
-    except TAR_ERRORS:
+    except TAR_ERRORS as e:
         # a sample whose first header was read counts: the reader then reports it as lost, by key
         count += cursor is not None and cursor.reading_key not in (None, cursor.last_key)
+        return count, f"{type(e).__name__}: {e}"
     finally:
         if cursor is not None:
             cursor.close()
-    return count
+    return count, None

@@ -96,7 +96,9 @@ def load_tokenizer(name_or_path: str, profile: str = "qinyu") -> PreTrainedToken
     """Load a tokenizer. ``qinyu``: add any missing QinYu special token at the end.
     ``official``: add nothing; every release token must be present."""
     _check_profile(profile)
-    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    # never the custom code a folder may point at (the release's config.json has auto_map): no "run the
+    # custom code? [y/N]" prompt, and the tokenizer is transformers' own class
+    tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     vocab = tok.get_vocab()
     if profile == "official":
         missing = [t for t in CHAT_TOKENS + OFFICIAL_TOKENS if t not in vocab]

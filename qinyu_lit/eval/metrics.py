@@ -9,7 +9,7 @@
   ratio is what the codec and the speaker produced; a generated ratio well below it is the
   paper's "intelligible but overly fast" speech (what the codebook delay prevents).
 
-Everything here works on collated batches (``data.stream.collate``): a row may pack several
+Everything here works on collated batches (``data.batch.collate``): a row may pack several
 sequences, told apart by ``position_ids`` restarting at 0, so no sample has to be re-read.
 """
 
@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ..data.batch import collate
-from ..data.layout import TokenSequence
+from ..data.layout import TokenSequence, user_speech_starts
 from ..data.tokenizer import SpecialIds
 
 
@@ -56,7 +56,7 @@ def split_batch(batch: dict, ids: SpecialIds) -> list[TokenSequence]:
     speakers = batch["speakers"].cpu().numpy() if batch["speakers"].numel() else np.zeros((0, 0), np.float32)
     feats, lens = batch.get("audio_features"), batch.get("audio_feature_lens")
     feats = feats.cpu().numpy() if feats is not None else None
-    speaker_ids, audio_start = [ids.speaker, ids.user_speaker], ids.audio_start
+    special, speaker_ids = ids, [ids.speaker, ids.user_speaker]
     ids = batch["input_ids"].cpu().numpy()
     out, next_spk, next_feat = [], 0, 0
     for b in range(ids.shape[0]):
@@ -68,7 +68,7 @@ def split_batch(batch: dict, ids: SpecialIds) -> list[TokenSequence]:
             s, e = starts[i], starts[i + 1]
             seq_ids = ids[b, s:e]
             n_spk = int(np.isin(seq_ids, speaker_ids).sum())
-            n_feat = int((seq_ids == audio_start).sum())
+            n_feat = len(user_speech_starts(seq_ids, special))  # not a speech reply's audio start
             seq_feats = [feats[next_feat + j, : int(lens[next_feat + j])] for j in range(n_feat)]
             out.append(
                 TokenSequence(
@@ -128,7 +128,7 @@ class Reference:
             seq.codes[:first],
             np.zeros(first, dtype=bool),
             speakers=seq.speakers[: int(np.isin(seq.input_ids[:first], [ids.speaker, ids.user_speaker]).sum())],
-            audio_features=seq.audio_features[: int((seq.input_ids[:first] == ids.audio_start).sum())],
+            audio_features=seq.audio_features[: len(user_speech_starts(seq.input_ids[:first], ids))],
             key=seq.key,
             source=seq.source,
             task=seq.task,

@@ -20,10 +20,10 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ..codec import valid_codes
 from ..data.batch import collate
 from ..data.schema import TASKS
 from ..model.generate import generate
-from ..prep.codecs import valid_codes
 from .metrics import GenerationMetrics, Reference, per_task_losses, split_batch
 
 TASK_METRICS = ("loss", "text_acc", "audio_acc")
@@ -47,7 +47,7 @@ class StageEvaluator(nn.Module):
         max_new_positions: generation length limit (text ids + frames); a reply also stops at twice
             its reference's length + 16.
         per_task: compute per-task loss and accuracy (one extra forward pass per batch).
-        codec: a codec with ``decode`` and ``sample_rate`` (``data.codecs.MimiCodec``) to log
+        codec: a codec with ``decode`` and ``sample_rate`` (``qinyu_lit.codec.MimiCodec``) to log
             generated speech as audio; ``None`` logs text only.
     """
 

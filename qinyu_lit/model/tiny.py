@@ -30,6 +30,10 @@ TINY_RELEASE = dict(
     tie_word_embeddings=False, num_codebook=8, use_audio_heads=False, num_nextn_predict_layers=0,
     mtp_loss_weight=1.0, audio_projection_norm_type="layer_norm", use_speaker_embedding=True,
     speaker_embedding_size=16, torch_dtype="bfloat16", use_cache=False,
+    # the release ships its model code and points at it: loading the folder with Auto* classes asks
+    # "run the custom code? [y/N]" unless told not to (convert-official never runs it)
+    auto_map={"AutoConfig": "configuration_qwen3.Qwen3SenseVoiceConfig",
+              "AutoModelForCausalLM": "modeling_qwen3.Qwen3MTPSenseVoiceForCausalLM"},
 )  # fmt: skip
 # SenseVoiceSmall's shapes at toy sizes: LFR input 8 mels x 7, width 32, FFN 64, kernel 11
 TINY_SENSE_VOICE = dict(input=56, width=32, ffn=64, kernel=11, main_blocks=2, tp_blocks=1, ctc_vocab=30)

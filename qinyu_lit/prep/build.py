@@ -34,8 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data.files import atomic_write_text
-from ..data.index import INDEX_FORMAT, path_for_index
-from ..data.schema import SCHEMA_VERSION
+from ..data.index import path_for_index, write_index
 from .manifest import BAD_ROW_KINDS, BadRow, scan_manifest
 from .shard_builder import BuildOptions, ShardBuilder, sidecar
 from .voices import resolve_voices
@@ -306,8 +305,6 @@ def _worker_build(index: int, rows, path, voices) -> dict:
 def _write_index(out_dir: Path, options: BuildOptions, entries: list[dict], skipped: list[BadRow]) -> None:
     codecs = {json.dumps(e["codec"], sort_keys=True) for e in entries}
     index = {
-        "format": INDEX_FORMAT,
-        "schema": SCHEMA_VERSION,
         # local paths relative to this file, so the index reads the same from any working directory
         "manifest": path_for_index(options.manifest, out_dir),
         "tokenizer": path_for_index(options.tokenizer, out_dir),
@@ -327,7 +324,7 @@ def _write_index(out_dir: Path, options: BuildOptions, entries: list[dict], skip
         out_dir / "skipped.jsonl",
         "".join(json.dumps(b.to_dict(), ensure_ascii=False) + "\n" for b in skipped),
     )
-    atomic_write_text(out_dir / "index.json", json.dumps(index, indent=1, ensure_ascii=False))
+    write_index(out_dir, index)
 
 
 def _print_summary(r: BuildReport) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec import DemoRuleCodec  # noqa: F401 - moved below prep/ (inference decodes with it)
 from ..data.schema import CodecInfo, Sample, Turn
 from ..data.tokenizer import train_demo_tokenizer
 from .writer import write_shards
@@ -152,28 +153,6 @@ def demo_samples(task: str, count: int, seed: int, speaker_dim: int, num_codeboo
             yield Sample(key, task, turns, codec, agent_speaker=agent)
         else:
             raise ValueError(f"no demo generator for task {task!r}")
-
-
-class DemoRuleCodec:
-    """A toy decoder so the demo's rule codes can be heard: NOT a speech codec.
-
-    The rule codes carry no waveform, so each frame (80 ms, 12.5 Hz as Mimi) becomes a tone whose
-    pitch is set by its codebook-0 code. A WAV of a reply lets you hear its pace and that the same
-    words give the same sounds; it is not speech. ``qinyu-lit generate ... --codec demo``.
-    """
-
-    name = "demo-rule"
-    sample_rate = SAMPLE_RATE
-
-    def __init__(self, num_codebooks: int = 8, codebook_size: int = 64):
-        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """``codes [num_codebooks, frames]`` -> float32 waveform at ``sample_rate``."""
-        n = int(SAMPLE_RATE / 12.5)
-        t, envelope = np.arange(n) / SAMPLE_RATE, np.hanning(n)
-        tones = [0.3 * envelope * np.sin(2 * np.pi * (200 + 15 * int(c)) * t) for c in np.asarray(codes)[0]]
-        return np.concatenate(tones).astype(np.float32) if tones else np.zeros(0, np.float32)
 
 
 def write_demo_voice_and_question(out_dir: Path, speaker_dim: int) -> None:

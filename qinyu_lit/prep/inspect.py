@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.index import INDEX_FORMAT, path_from_index, read_index
+from ..data.index import INDEX_FORMAT, INDEX_NAME, path_from_index, read_index
 from ..data.mixture import expand_shards
 from ..data.schema import Sample, SampleError, decode_sample
 from ..data.tar import iter_raw_samples
@@ -267,16 +267,16 @@ class _AcrossSamples:
 
 
 def _check_index(folder: Path, seen: dict, codecs: Counter, check_tokens: bool) -> list[str]:
-    path = folder / "index.json"
-    if not path.exists():
-        # shards written from Python (write_shards, the demo corpus) have no index; an interrupted
-        # `data build` is caught by its leftover .partial files below
-        print(f"note: {path} not found - per-shard counts not checked (only `qinyu-lit data build` writes one)")
-        return []
+    path = folder / INDEX_NAME
     try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        return [f"{path}: not valid JSON ({e})"]
+        index = read_index(folder)
+    except ValueError as e:  # not JSON: read_index says so, with the file
+        return [str(e)]
+    if index is None:
+        # shards written by hand have no index; an interrupted `data build` is caught by its
+        # leftover .partial files below
+        print(f"note: {path} not found - per-shard counts not checked (every qinyu-lit writer records one)")
+        return []
     if index.get("format") != INDEX_FORMAT:
         return [f"{path}: format {index.get('format')!r}, expected {INDEX_FORMAT!r}"]
     problems = []

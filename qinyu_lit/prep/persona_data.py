@@ -31,10 +31,9 @@ import numpy as np
 import yaml
 
 from ..data.audio import read_audio
+from ..data.files import CARD_NAME  # noqa: F401 - lives below prep/: exports and the persona bank read it
 from ..data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
 from .writer import write_shards
-
-CARD_NAME = "persona.json"
 
 
 @dataclass
@@ -244,7 +243,7 @@ def persona_data_cmd(
     sample_rate: int = 16000,
     speaker_model: str | None = None,
 ) -> None:
-    """Build persona shards and the persona card from a character folder (see ``qinyu_lit/persona.py``).
+    """Build persona shards and the persona card from a character folder (its layout: this module's docstring).
 
     Args:
         persona_dir: folder with ``profile.yaml``, ``voice/`` and ``dialogues.jsonl``.

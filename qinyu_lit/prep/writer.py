@@ -5,7 +5,7 @@ so a shard on disk only holds samples the reader accepts. A shard is written und
 temporary name and renamed when complete: a crash never leaves a half shard under a
 final name, and shards already finished are never touched again.
 
-Each shard is recorded in ``index.json`` beside it (its sample count, the codec), which is how
+Each shard is recorded in ``index.json`` beside it (its sample count, the codec; ``data/index.py``), which is how
 the reader tells a truncated shard from a short one. Writers running in parallel into one folder
 (``qinyu-lit data build``) pass ``index=False`` and write the whole index themselves at the end.
 """
@@ -19,11 +19,9 @@ from pathlib import Path
 
 import webdataset as wds
 
-from ..data.files import atomic_path, atomic_write_text
-from ..data.index import INDEX_FORMAT
-from ..data.schema import SCHEMA_VERSION, Sample, decode_sample, encode_sample
-
-INDEX_NAME = "index.json"
+from ..data.files import atomic_path
+from ..data.index import INDEX_NAME, record_in_index  # noqa: F401 - data/index.py owns the file's format
+from ..data.schema import Sample, decode_sample, encode_sample
 
 
 def shard_name(index: int, prefix: str = "shard") -> str:
@@ -47,24 +45,6 @@ def write_shard(samples: Iterable[Sample], path: str | Path, index: bool = True)
     if index:
         record_in_index(Path(path), count, json.loads(codecs.pop()) if len(codecs) == 1 else None)
     return count
-
-
-def record_in_index(shard: Path, count: int, codec: dict | None) -> Path:
-    """Add or replace ``shard``'s entry (``{"path", "samples"}``) in ``index.json`` of its folder,
-    in the layout ``qinyu-lit data build`` writes (data/index.py reads it back)."""
-    index = shard.parent / INDEX_NAME
-    doc = json.loads(index.read_text()) if index.exists() else {"format": INDEX_FORMAT, "schema": SCHEMA_VERSION}
-    entries = [e for e in doc.get("shards", []) if e.get("path") != shard.name]
-    first = not entries
-    entries = sorted(entries + [{"path": shard.name, "samples": count}], key=lambda e: e["path"])
-    if first:
-        doc["codec"] = codec
-    elif doc.get("codec") != codec:
-        doc["codec"] = None  # mixed codecs: no set-wide codec to check (each sample still carries its own)
-    doc["shards"] = entries
-    doc.setdefault("totals", {})["samples"] = sum(e["samples"] for e in entries)
-    atomic_write_text(index, json.dumps(doc, indent=1, ensure_ascii=False))
-    return index
 
 
 def write_shards(samples: Iterable[Sample], out_dir: str | Path, samples_per_shard: int = 1000, prefix: str = "shard") -> list[Path]:

@@ -18,12 +18,12 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
+from ..codec import MimiCodec
 from ..data.mixture import slot_range
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
 from ..model.flops import backbone_shape, matmul_parameters, packed_training_flops
 from ..model.qinyu import LossOutput, QinYuModel
-from ..prep.codecs import MimiCodec
 from .checkpoints import load_init
 from .resume import AtomicCheckpointIO, gather_counts, last_good_hint, restore_counts
 from .sharding import shard_fsdp2

@@ -15,10 +15,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..data.files import CARD_NAME
 from ..model.config import QinYuConfig
 from ..model.qinyu import QinYuModel
 from ..model.weights import CONFIG_NAME, PARTS_NAME, copy_weights, plain_model, save_exported
-from ..prep.persona_data import CARD_NAME
 
 DEFAULT_STAGE = "qinyu_lit.stages.base.QinYuStage"
 

@@ -3,7 +3,7 @@
 Trains: peft LoRA matrices on the LLM's ``target_modules``; the codebook heads, the audio-token
 embeddings and the special-token rows only when asked (``train_heads``, ``train_audio_embeddings``,
 ``train_token_rows`` - the latter through peft ``trainable_token_indices``, never a slice).
-Frozen: everything else, so one base serves many personas (``qinyu_lit.persona.PersonaBank``).
+Frozen: everything else, so one base serves many personas (``qinyu_lit.persona_bank.PersonaBank``).
 Data: persona shards from ``qinyu-lit persona-data`` (system prompt from the profile, agent voice =
 mean embedding over the character's clips); a few hundred steps. Starts from the SFT checkpoint.
 """

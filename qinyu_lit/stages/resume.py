@@ -19,20 +19,39 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from ..data.datamodule import _cpu_group
+from ..data.dist import all_gather_objects
 from ..data.files import atomic_path
 
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the message names the directory and the cause."""
+
+
+class _RecordingFile:
+    """The file ``torch.save`` writes to, keeping the ``OSError`` of a failed write: torch's zip writer
+    turns it into ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos``, which
+    says nothing of a full disk."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def nonfinite_tensors(state_dict: dict) -> list[str]:
@@ -68,42 +87,82 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.last_good = str(path)
             return
         path = Path(path)
+        sink = None
         try:
             with atomic_path(path) as partial, open(partial, "wb") as f:
-                torch.save(checkpoint, f)  # streamed to disk: no copy of the checkpoint in memory or in $TMPDIR
+                sink = _RecordingFile(f)
+                torch.save(checkpoint, sink)  # streamed to disk: no copy of the checkpoint in memory or in $TMPDIR
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as e:
+        except (OSError, RuntimeError) as caught:
+            e = caught if isinstance(caught, OSError) else getattr(sink, "error", None)
+            if e is None:
+                raise  # a RuntimeError that is not a failed write
             raise CheckpointWriteError(
                 e.errno, f"cannot write checkpoint {path.name} in {path.parent}: {e.strerror or e} "
                 f"({type(e).__name__}); free space there or set the ModelCheckpoint dirpath to a writable directory"
-            ) from e
+            ) from caught
         self.last_good = str(path)
 
 
 def last_good_hint(trainer) -> str:
-    """Where to resume from after a divergence: the newest finite checkpoint, by path."""
+    """Where to resume from after a divergence: the newest finite checkpoint, by path.
+
+    A collective (every rank calls it, as the NaN guard does, all at once): only rank 0 writes
+    checkpoints, so only it knows which one was the last good one; it tells the others, and every
+    rank's stop message reads the same."""
     io = getattr(trainer.strategy, "checkpoint_io", None)
     path = getattr(io, "last_good", None)
     if path is None:
         cb = trainer.checkpoint_callback
         path = (cb.last_model_path or cb.best_model_path) if cb is not None and not isinstance(io, AtomicCheckpointIO) else None
+    if trainer.world_size > 1:
+        path = trainer.strategy.broadcast(path, src=0)
     if not path:
         return "no checkpoint was written by this run before it diverged"
     return f"the last good checkpoint is {path}: resume from it with --ckpt_path {path} and a lower learning rate"
 
 
-def explain_missing_last(trainer, ckpt_path) -> None:
-    """``--ckpt_path last`` with nothing to resume from: say where it looked and why. (Lightning's own
-    warning blames ``save_last`` even where it is set; the usual cause is a callback without ``dirpath``.)"""
-    if ckpt_path != "last":
-        return
+def _complete(path: Path) -> bool:
+    """A checkpoint file that was written to its end (torch checkpoints are zip files: a cut one has no
+    central directory). Cheap: reads the file's tail, not the tensors."""
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def _clean_partials(dirs: list[Path], is_zero: bool) -> None:
+    """Remove ``*.partial`` files a killed run left in this run's checkpoint directories (the next
+    run may save under other names and never overwrite them)."""
+    stale = [p for d in dirs if d.is_dir() for p in d.glob("*.partial")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale and is_zero:
+        print(f"[qinyu-lit] removed {len(stale)} unfinished checkpoint file(s) a killed run left: "
+              + ", ".join(str(p) for p in stale[:3]))  # fmt: skip
+
+
+def explain_missing_last(trainer, ckpt_path):
+    """Before ``fit``: clean this run's unfinished checkpoint files, and resolve ``--ckpt_path last``.
+
+    Returns the ``ckpt_path`` to use. ``last`` with no complete ``last.ckpt`` (a kill during the first
+    one's write) but complete step checkpoints in the same directory resumes from the newest of those,
+    and says which. With nothing to resume from it says where it looked and why (Lightning's own
+    warning blames ``save_last`` even where it is set; the usual cause is a callback without ``dirpath``)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     cbs = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    dirs = [Path(cb.dirpath) for cb in cbs if cb.dirpath]
+    _clean_partials(dirs, trainer.is_global_zero)
+    if ckpt_path != "last":
+        return ckpt_path
     lasts = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}" for cb in cbs if cb.dirpath and cb.save_last]
-    if any(p.exists() for p in lasts):
-        return
+    if any(_complete(p) for p in lasts):
+        return ckpt_path
+    saved = sorted((p for d in dirs if d.is_dir() for p in d.glob("*.ckpt") if _complete(p)), key=lambda p: p.stat().st_mtime)
+    if saved:
+        if trainer.is_global_zero:
+            print(f"[qinyu-lit] --ckpt_path last: no complete {' or '.join(map(str, lasts)) or 'last.ckpt'} (a run killed "
+                  f"while writing it); resuming from the newest complete checkpoint, {saved[-1]}")  # fmt: skip
+        return str(saved[-1])
     if not any(cb.save_last for cb in cbs):
         why = "no ModelCheckpoint callback has save_last: true"
     elif any(cb.dirpath is None for cb in cbs if cb.save_last):
@@ -114,15 +173,12 @@ def explain_missing_last(trainer, ckpt_path) -> None:
     if trainer.is_global_zero:
         print(f"[qinyu-lit] --ckpt_path last: nothing to resume from, training starts from step 0: {why}")
     warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")  # said better above
+    return ckpt_path
 
 
 def gather_counts(counts: dict) -> dict:
     """Every rank's cumulative data counters, for the checkpoint (a collective: all ranks call it)."""
-    ranks = [dict(counts)]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        ranks = [None] * dist.get_world_size()
-        dist.all_gather_object(ranks, dict(counts), group=_cpu_group())
-    return {"ranks": ranks}
+    return {"ranks": all_gather_objects(dict(counts))}
 
 
 def restore_counts(saved: dict, rank: int, world_size: int) -> dict:
@@ -152,7 +208,7 @@ class SampleLedger(L.Callback):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Lightning passes {} when a training_step returned None (a skipped step)
+        # a step the NaN guard skipped still returned a (zero) loss: ``skipped_step`` tells it apart
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         rank = trainer.global_rank
         path = self.path if rank == 0 else f"{self.path}.rank{rank}"

@@ -8,6 +8,8 @@ to stay even is reported by key, never silently lost. Both unpacked and packed b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -41,15 +43,18 @@ def _rank_main(rank: int, world: int, port: int, train: str, tokenizer: str, out
             )
             dm.prepare_data()
             loader = dm.train_dataloader()
-            keys, batches = [], 0
-            for batch in loader:
-                keys += [k for row in batch["keys"] for k in row]
-                batches += 1
+            keys, batches, printed = [], 0, io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                for batch in loader:
+                    keys += [k for row in batch["keys"] for k in row]
+                    batches += 1
             result[mode] = {
                 "keys": keys,
                 "batches": batches,
                 "dropped": loader.dropped_keys,
                 "dropped_batches": loader.dropped_batches,
+                "dropped_to_balance": loader.pending_counts.get("dropped_to_balance", 0),
+                "summary": [ln for ln in printed.getvalue().splitlines() if "dropped so that every rank" in ln],
             }
         with open(f"{out}.{rank}", "w") as f:
             json.dump(result, f)
@@ -96,3 +101,8 @@ def test_every_sample_once_and_equal_batches_per_rank(uneven_corpus, demo_dir, t
         )
         # ranks hold the same number of samples (to one); what differs is at most a batch per worker
         assert all(r[mode]["dropped_batches"] <= 2 for r in ranks), f"{mode}: dropped more than the remainder"
+        # the counter the next batch carries to data/dropped_to_balance: every dropped sample, per rank
+        assert [r[mode]["dropped_to_balance"] for r in ranks] == [len(r[mode]["dropped"]) for r in ranks]
+        assert ranks[1][mode]["summary"] == [] and len(ranks[0][mode]["summary"]) == (1 if dropped else 0)
+        if dropped:  # one line for the epoch, on rank 0, with the total over ranks
+            assert f": {len(dropped)} samples (" in ranks[0][mode]["summary"][0]

@@ -225,3 +225,74 @@ def test_data_module_selects_the_official_layout(demo_dir, tmp_path):
     assert (codes == 64 + 6).any() and codes.max() < 64 + 8  # positional pads, up to pad 6
     with pytest.raises(ValueError, match="token layout profile must be one of"):  # the CLI checks the Literal first
         _ = QinYuDataModule(token_layout="vita", tokenizer=str(tok_dir)).layout
+
+
+def test_the_voice_line_and_agent_vector_only_with_assistant_speech(layout, tok):
+    ids = special_ids(tok, "official")
+    agent = np.full(192, 0.25, np.float32)
+    text_only = Sample("t", "text", [Turn("user", "Hi"), Turn("assistant", REPLY)], CODEC, agent_speaker=agent)
+    seq = layout.build(text_only)
+    assert ids.speaker not in seq.input_ids.tolist() and seq.speakers == []
+    assert "Voice" not in tok.decode(seq.input_ids)  # the release adds the line only for a speech reply
+    codes = np.zeros((C, 4), np.int64)
+    spoken = Sample("s", "tts", [Turn("user", "Hi"), Turn("assistant", REPLY, codes=codes)], CODEC, agent_speaker=agent)
+    seq = layout.build(spoken)
+    assert seq.input_ids.tolist().count(ids.speaker) == 1 and len(seq.speakers) == 1
+
+
+def test_split_batch_tells_a_speech_only_reply_from_user_speech(layout, tok):
+    """A speech-only reply is wrapped in <|begin_of_audio|> ... <|end_of_audio|> too; only the spans
+    that hold placeholders are user speech (layout.user_speech_starts, one rule)."""
+    from qinyu_lit.data.batch import collate
+    from qinyu_lit.eval.metrics import split_batch
+
+    ids = special_ids(tok, "official")
+    codes = (np.arange(C)[:, None] + np.arange(5)[None]) % K
+    user = np.full(192, -0.5, np.float32)
+    speech_only = Sample("reply", "tts", [Turn("user", "Say it."), Turn("assistant", "", codes=codes)], CODEC)
+    heard = Sample("heard", "sqa", [Turn("user", "", speech(2800), SR, speaker=user), Turn("assistant", REPLY)], CODEC)
+    seqs = [layout.build(speech_only), layout.build(heard)]
+    assert seqs[0].input_ids.tolist().count(ids.audio_start) == 1 and seqs[0].audio_features == []
+    batch = collate([seqs], layout.ids.pad, C, pad_to=sum(len(s) for s in seqs))
+    got = split_batch(batch, ids)
+    assert [len(s.audio_features) for s in got] == [0, 1]
+    np.testing.assert_array_equal(got[1].audio_features[0], seqs[1].audio_features[0])
+
+
+def test_the_release_tokenizer_loads_without_running_its_custom_code(tmp_path, monkeypatch):
+    """The release's config.json has ``auto_map`` (its own model code): loading the tokenizer must not
+    ask "Do you wish to run the custom code? [y/N]" (convert-official stalled on it) nor run it."""
+    import builtins
+    import json
+
+    folder = official_demo_tokenizer(tmp_path / "release", K)
+    config = {"model_type": "qwen3_sensevoice_xy", "auto_map": {"AutoConfig": "configuration_qwen3.Config"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    tc = json.loads((folder / "tokenizer_config.json").read_text())
+    tc.pop("tokenizer_class", None)  # then AutoTokenizer reads config.json to find the class
+    (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+
+    asked = []  # transformers swallows an exception raised here, so record the question instead
+    monkeypatch.setattr(builtins, "input", lambda *args: asked.append(args) or "n")
+    tok = load_tokenizer(str(folder), "official")
+    assert asked == [] and tok.convert_tokens_to_ids("<|speaker|>") == special_ids(tok, "official").speaker
+
+
+def test_dither_is_a_training_option_of_the_fbank_front_ends(am_mvn, tmp_path):
+    """FunASR dithers (1.0) at training time; ``data.dither`` does it for the training stream only."""
+    from qinyu_lit.data.datamodule import QinYuDataModule
+
+    wav = speech(8000)
+    plain = SenseVoiceFbank(str(am_mvn))
+    np.testing.assert_array_equal(plain(wav, SR), plain(wav, SR))  # default: deterministic
+    dithered = SenseVoiceFbank(str(am_mvn), dither=1.0)
+    a, b = dithered(wav, SR), dithered(wav, SR)
+    assert a.shape == plain(wav, SR).shape and not np.array_equal(a, b)  # fresh noise at every read
+    assert np.abs(a - plain(wav, SR)).mean() < 0.05 * np.abs(plain(wav, SR)).mean()  # noise, not a new signal
+    tok = official_demo_tokenizer(tmp_path / "tok", K)
+    dm = QinYuDataModule(tokenizer=str(tok), codebook_size=K, audio_front_end="sense_voice", cmvn=str(am_mvn),
+                         token_layout="official", dither=1.0)  # fmt: skip
+    assert dm.train_layout.front_end.dither == 1.0 and dm.layout.front_end.dither == 0.0
+    assert dm.train_layout.tokenizer is dm.layout.tokenizer
+    with pytest.raises(ValueError, match="data.dither applies to the fbank front ends"):
+        QinYuDataModule(tokenizer=str(tok), audio_front_end="whisper", dither=1.0)
