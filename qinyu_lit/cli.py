@@ -37,6 +37,7 @@ from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
 from .stages.resume import explain_missing_last
+from .stages.voice_design_cli import is_voice_design_recipe, voice_design_cmd, voice_design_lightning_main
 
 
 class QinYuCLI(LightningCLI):
@@ -232,6 +233,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
+    "voice-design": (voice_design_cmd, "a speaker embedding (.npy) from a description of the voice (VoiceDesign)"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # commands whose first option may also be given as a bare first argument
@@ -271,6 +273,8 @@ def _run(args: list[str], from_terminal: bool) -> None:
     if name in COMMANDS and name not in LIGHTNING_COMMANDS:
         CLI(_entry(name)[0], args=command_args(name, args[1:]), prog=f"qinyu-lit {name}")
         return
+    if (name.startswith("-") or name in LIGHTNING_COMMANDS) and is_voice_design_recipe(args):  # its own CLI
+        return voice_design_lightning_main(None if from_terminal else args)
     if name.startswith("-") or name in LIGHTNING_COMMANDS:  # LightningCLI also takes --config before the subcommand
         # from a terminal LightningCLI reads sys.argv itself (and warns if it is also given args)
         lightning_main(None if from_terminal else args)
