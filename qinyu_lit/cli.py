@@ -37,7 +37,12 @@ from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
 from .stages.resume import explain_missing_last
-from .stages.voice_design_cli import is_voice_design_recipe, voice_design_cmd, voice_design_lightning_main
+from .stages.voice_design_cli import (
+    design_agent_voice,
+    is_voice_design_recipe,
+    voice_design_cmd,
+    voice_design_lightning_main,
+)
 
 
 class QinYuCLI(LightningCLI):
@@ -127,6 +132,8 @@ def generate_cmd(
     seed: int = 0,
     max_new_positions: int = 512,
     device: str = "cpu",
+    voice_description: str | None = None,
+    voice_design: str | None = None,
 ) -> None:
     """Generate one interleaved reply (text + 8-codebook speech) and write it out.
 
@@ -155,6 +162,9 @@ def generate_cmd(
         seed: sampling seed (the same seed and inputs give the same reply).
         max_new_positions: stop after this many generated positions (text ids + audio frames).
         device: ``cpu`` or ``cuda``.
+        voice_description: design the agent voice from these words (with ``voice_design``) and add them to the
+            system prompt, instead of ``speaker`` (docs/voice_design.md).
+        voice_design: the VoiceDesign checkpoint (``.ckpt`` of ``VoiceDesignStage`` or a saved directory).
     """
     from pathlib import Path
 
@@ -164,6 +174,8 @@ def generate_cmd(
     from .model.sampling import Sampler
 
     _check_generate_inputs(ckpt, audio, speaker, user_speaker)  # before the (slow) model load
+    if voice_description is not None:  # the designed voice, and the description in the system prompt
+        speaker, system = design_agent_voice(voice_design, voice_description, system, seed=seed, device=device)
     model, card = load_with_persona(ckpt, device=device)
     if card and shard is None:  # a persona checkpoint answers as its character unless told otherwise
         system = system or card.get("system_prompt", "")

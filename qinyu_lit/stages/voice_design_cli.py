@@ -85,7 +85,7 @@ def design_agent_voice(checkpoint: str | None, description: str, system: str = "
 
 def voice_design_cmd(
     description: str,
-    checkpoint: str,
+    checkpoint: str | None = None,
     out: str = "voice.npy",
     seed: int = 0,
     guidance: float = 1.7,
@@ -110,6 +110,8 @@ def voice_design_cmd(
     """
     if not description.strip():
         raise QinYuError("description: empty; describe the voice (e.g. 'a calm old man, a lighthouse keeper')")
+    if not checkpoint:
+        raise QinYuError("--checkpoint: give the VoiceDesign checkpoint (qinyu-lit fit --config recipes/voice_design.yaml)")
     model = load_voice_design(checkpoint, device)
     voice = design_voice(model, description, seed, guidance, steps, temperature)
     with atomic_path(out, suffix=".partial.npy") as tmp:
