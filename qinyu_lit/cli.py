@@ -31,6 +31,7 @@ from .data.errors import QinYuError
 from .data.index import absolute_if_local
 from .model.encoders import encoder_mel_bins, front_end_of
 from .model.official import convert_official_cmd
+from .model.voice_design_official import convert_voice_design_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
@@ -245,6 +246,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
+    "convert-voice-design": (convert_voice_design_cmd, "the released VoiceDesign weights (.pt) -> a voice-design directory"),
     "voice-design": (voice_design_cmd, "a speaker embedding (.npy) from a description of the voice (VoiceDesign)"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
