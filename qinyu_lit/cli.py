@@ -35,6 +35,7 @@ from .model.voice_design_official import convert_voice_design_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
+from .prep.voice_design_data import voice_design_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
 from .stages.resume import explain_missing_last
@@ -247,6 +248,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
     "convert-voice-design": (convert_voice_design_cmd, "the released VoiceDesign weights (.pt) -> a voice-design directory"),
+    "voice-design-data": (voice_design_data_cmd, "VoiceDesign training pairs (description, embedding) from recordings and persona folders"),
     "voice-design": (voice_design_cmd, "a speaker embedding (.npy) from a description of the voice (VoiceDesign)"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

@@ -142,3 +142,17 @@ def test_recipes_parse(capsys):
         assert "embedding_dim" in printed["data"]["init_args"] and "embedding_dim" not in printed["model"]["init_args"]["net"]
         header = recipe.read_text().splitlines()[:5]
         assert any(h.startswith("# Needs:") for h in header) and any(h.startswith("# Launch: qinyu-lit") for h in header)
+
+
+def test_a_persona_voiced_by_a_description_alone(trained, tmp_path):
+    """description -> voice -> persona shards: a designed .npy is the persona folder's whole voice/."""
+    from qinyu_lit.prep.persona_data import build_persona, make_demo_persona
+
+    src = make_demo_persona(tmp_path / "captain_src")
+    for clip in (src / "voice").iterdir():
+        clip.unlink()  # no recordings of this character
+    ckpt = str(trained / "checkpoints" / "tiny_voice_design" / "last.ckpt")
+    main(["voice-design", "a calm senior woman, a starship captain", "--checkpoint", ckpt, "--out", str(src / "voice" / "designed.npy")])
+    out = build_persona(src, tmp_path / "captain", codec_name="demo-rule", codebook_size=64)
+    card = json.loads((out / "persona.json").read_text())
+    np.testing.assert_allclose(card["voice"], np.load(src / "voice" / "designed.npy"), rtol=1e-6)
