@@ -156,3 +156,24 @@ def test_a_persona_voiced_by_a_description_alone(trained, tmp_path):
     out = build_persona(src, tmp_path / "captain", codec_name="demo-rule", codebook_size=64)
     card = json.loads((out / "persona.json").read_text())
     np.testing.assert_allclose(card["voice"], np.load(src / "voice" / "designed.npy"), rtol=1e-6)
+
+
+def test_persona_reply_with_a_voice_description_feeds_the_designed_voice_and_prompt(trained, tiny_net, tmp_path, monkeypatch):
+    from qinyu_lit.prep.persona_data import build_persona, make_demo_persona
+    from qinyu_lit.stages import PersonaStage
+    from qinyu_lit.stages.checkpoints import save_adapter
+
+    torch.manual_seed(0)
+    base = save_exported(QinYuModel(tiny_net).eval(), tmp_path / "base")
+    shards = build_persona(make_demo_persona(tmp_path / "src"), tmp_path / "captain", codec_name="demo-rule", codebook_size=64)
+    stage = PersonaStage(tiny_net, init_from=str(base), persona_card=str(shards / "persona.json"), lora_r=4)
+    stage.configure_model()
+    adapter = save_adapter(stage, tmp_path / "captain_adapter")
+    seen = []
+    monkeypatch.setattr("qinyu_lit.persona_bank.reply_to", lambda model, **kw: seen.append(kw) or inference.reply_to(model, **kw))
+    ckpt = str(trained / "checkpoints" / "tiny_voice_design" / "last.ckpt")
+    text = "a calm senior woman, a starship captain"
+    main(["persona-reply", str(base), str(adapter), "hot", "--voice_description", text, "--voice_design", ckpt, "--max_new_positions", "2"])
+    card = json.loads((shards / "persona.json").read_text())
+    assert seen[0]["system"] == f"{card['system_prompt']}\n{text}"
+    np.testing.assert_array_equal(seen[0]["speaker"], load_voice_design(ckpt).sample([text], seed=0)[0].numpy())
