@@ -165,8 +165,10 @@ class VoiceDesignModel(nn.Module):
         return F.normalize(hidden[torch.arange(len(texts)), last].float(), dim=-1)
 
     def condition(self, descriptions: list[str]) -> torch.Tensor:
-        """The estimator's condition ``[B, embedding_dim]``: projected text features."""
-        return self.text_proj(self.text_features(descriptions).to(self.text_proj.weight.dtype))
+        """The estimator's condition ``[B, embedding_dim]``: projected text features, in the weights' dtype
+        (under bf16 autocast the Linear returns bf16: the flow's state and targets stay in fp32)."""
+        dtype = self.text_proj.weight.dtype
+        return self.text_proj(self.text_features(descriptions).to(dtype)).to(dtype)
 
     # ------------------------------------------------------------------ train / sample
 
