@@ -116,4 +116,5 @@ def voice_design_cmd(
     voice = design_voice(model, description, seed, guidance, steps, temperature)
     with atomic_path(out, suffix=".partial.npy") as tmp:
         np.save(tmp, voice, allow_pickle=False)
-    print(f"wrote {out}: a {voice.shape[0]}-d speaker embedding (norm {np.linalg.norm(voice):.2f}) for {description!r}")
+    shown = description if len(description) <= 60 else description[:57] + "..."
+    print(f"wrote {out}: a {voice.shape[0]}-d speaker embedding (norm {np.linalg.norm(voice):.2f}) for {shown!r}")
