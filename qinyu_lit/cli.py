@@ -31,12 +31,20 @@ from .data.errors import QinYuError
 from .data.index import absolute_if_local
 from .model.encoders import encoder_mel_bins, front_end_of
 from .model.official import convert_official_cmd
+from .model.voice_design_official import convert_voice_design_cmd
 from .persona_bank import persona_reply_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
+from .prep.voice_design_data import voice_design_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
 from .stages.resume import explain_missing_last
+from .stages.voice_design_cli import (
+    design_agent_voice,
+    is_voice_design_recipe,
+    voice_design_cmd,
+    voice_design_lightning_main,
+)
 
 
 class QinYuCLI(LightningCLI):
@@ -127,6 +135,8 @@ def generate_cmd(
     seed: int = 0,
     max_new_positions: int = 512,
     device: str = "cpu",
+    voice_description: str | None = None,
+    voice_design: str | None = None,
 ) -> None:
     """Generate one interleaved reply (text + 8-codebook speech) and write it out.
 
@@ -155,6 +165,9 @@ def generate_cmd(
         seed: sampling seed (the same seed and inputs give the same reply).
         max_new_positions: stop after this many generated positions (text ids + audio frames).
         device: ``cpu`` or ``cuda``.
+        voice_description: design the agent voice from these words (with ``voice_design``) and add them to the
+            system prompt, instead of ``speaker`` (docs/voice_design.md).
+        voice_design: the VoiceDesign checkpoint (``.ckpt`` of ``VoiceDesignStage`` or a saved directory).
     """
     from pathlib import Path
 
@@ -164,6 +177,8 @@ def generate_cmd(
     from .model.sampling import Sampler
 
     _check_generate_inputs(ckpt, audio, speaker, user_speaker)  # before the (slow) model load
+    if voice_description is not None:  # the designed voice, and the description in the system prompt
+        speaker, system = design_agent_voice(voice_design, voice_description, system, seed=seed, device=device)
     model, card = load_with_persona(ckpt, device=device)
     if card and shard is None:  # a persona checkpoint answers as its character unless told otherwise
         system = system or card.get("system_prompt", "")
@@ -233,6 +248,9 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
+    "convert-voice-design": (convert_voice_design_cmd, "the released VoiceDesign weights (.pt) -> a voice-design directory"),
+    "voice-design-data": (voice_design_data_cmd, "VoiceDesign training pairs (description, embedding) from recordings and persona folders"),
+    "voice-design": (voice_design_cmd, "a speaker embedding (.npy) from a description of the voice (VoiceDesign)"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # commands whose first option may also be given as a bare first argument
@@ -272,6 +290,8 @@ def _run(args: list[str], from_terminal: bool) -> None:
     if name in COMMANDS and name not in LIGHTNING_COMMANDS:
         CLI(_entry(name)[0], args=command_args(name, args[1:]), prog=f"qinyu-lit {name}")
         return
+    if (name.startswith("-") or name in LIGHTNING_COMMANDS) and is_voice_design_recipe(args):  # its own CLI
+        return voice_design_lightning_main(None if from_terminal else args)
     if name.startswith("-") or name in LIGHTNING_COMMANDS:  # LightningCLI also takes --config before the subcommand
         # from a terminal LightningCLI reads sys.argv itself (and warns if it is also given args)
         lightning_main(None if from_terminal else args)

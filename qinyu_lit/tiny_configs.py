@@ -64,3 +64,4 @@ TINY_WAVLM = dict(
     tdnn_dim=[16, 16], tdnn_kernel=[5, 1], tdnn_dilation=[1, 1], xvector_output_dim=16, num_buckets=32,
     max_bucket_distance=100,
 )  # fmt: skip
+TINY_TEXT_ENCODER = tiny_backbone(hidden_size=64, num_layers=2)  # VoiceDesign text encoder: Qwen3 (Qwen3-Embedding class)

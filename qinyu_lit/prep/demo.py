@@ -28,6 +28,7 @@ import numpy as np
 from ..codec import DemoRuleCodec  # noqa: F401 - moved below prep/ (inference decodes with it)
 from ..data.schema import CodecInfo, Sample, Turn
 from ..data.tokenizer import train_demo_tokenizer
+from .demo_voices import write_demo_voices
 from .writer import write_shards
 
 # 16 words in 8 pairs of opposites. The demo's question -> answer rule: every word is answered
@@ -192,4 +193,5 @@ def make_demo_corpus(
     texts += list(PROMPTS.values()) * 5 + list(CHARACTERS.values())
     train_demo_tokenizer(texts, out_dir / "tokenizer", vocab_size=768)
     write_demo_voice_and_question(out_dir, speaker_dim)
+    write_demo_voices(out_dir / "voices", speaker_dim)  # described voices for VoiceDesign (prep/demo_voices.py)
     return out_dir
