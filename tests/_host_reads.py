@@ -29,16 +29,27 @@ SYNCING = {
     aten.equal.default,
 }
 
+OWN_FRAMES = ("_host_reads.py", "_python_dispatch.py", "torch/_ops.py", "torch/_compile.py", "torch/_dynamo/")
+
 
 class HostReads(TorchDispatchMode):
-    """``with HostReads() as reads: ...``; ``reads.ops`` lists (op name, the caller's qinyu_lit line)."""
+    """``with HostReads() as reads: ...``; ``reads.ops`` lists (op name, the caller's qinyu_lit line).
 
-    def __init__(self):
+    ``ignore``: ops called directly from files under these paths are not recorded (host work by design: the collate on host
+    tensors in a loader; optimizer internals, whose step counters live on the host unless captured)."""
+
+    def __init__(self, ignore: tuple[str, ...] = ()):
         super().__init__()
         self.ops: list[tuple[str, str]] = []
+        self.ignore = ignore
 
     def _record(self, name: str) -> None:
-        frames = [f for f in traceback.extract_stack() if "qinyu_lit" in f.filename or "transformers" in f.filename]
+        stack = traceback.extract_stack()
+        while stack and any(p in stack[-1].filename for p in OWN_FRAMES):
+            stack.pop()  # the recorder's own frames: the innermost one left is the line that made the read
+        if stack and any(part in stack[-1].filename for part in self.ignore):
+            return
+        frames = [f for f in stack if "qinyu_lit" in f.filename or "transformers" in f.filename]
         where = f"{frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno}" if frames else "?"
         self.ops.append((name, where))
 

@@ -5,11 +5,12 @@ interleaved speech targets) runs forward + Eq. 3 loss + backward under ``HostRea
 (tests/_host_reads.py). What the step needs to know about the pack comes from ``collate``
 (``batch["pack"]``, host data), so no op that would stall a GPU may appear.
 
-Negative control, recorded on the code before the collate metadata (commit cba3808): the same
-forward + loss + backward made 23 reads (17 ``_local_scalar_dense`` - one ``int(n)`` per clip in the
-encoder glue, ``any()`` / ``int(sum)`` in ``embed_inputs`` - 3 boolean-mask indexings in the loss,
-2 in transformers' packed-mask detection, ``tolist`` of the position ids); the test below also shows
-the recorder catching the reads of a batch without its ``pack``.
+Negative control, recorded with this recorder on the code before the collate metadata (commit cba3808):
+the same forward + loss + backward made 20 reads - 8 ``int(n)`` (one per clip) in the encoder glue,
+5 ``any()`` / ``int(sum)`` and a boolean-mask index in ``embed_inputs``, 3 boolean-mask indexings in the
+loss (and 1 more in their backward), 2 in transformers' masks (the encoder's padding-mask skip test and
+the packed-sequence detection). The test below also shows the recorder catching the reads of a batch
+without its ``pack``.
 """
 
 from __future__ import annotations

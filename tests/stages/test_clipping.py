@@ -12,7 +12,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 
 from qinyu_lit.stages import SFTStage
-from qinyu_lit.stages.base import clip_grad_norm
+from qinyu_lit.stages.gradients import clip_grad_norm
 
 from .helpers import fit_steps
 
