@@ -22,8 +22,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
-from ..model.flops import backbone_shape, matmul_parameters, packed_training_flops
-from ..model.qinyu import LossOutput, QinYuModel
+from ..model.flops import FlopShape, flop_shape, training_flops
+from ..model.qinyu import LossOutput, QinYuModel, with_pack
 from ..prep.codecs import MimiCodec  # the one runtime use of the codec loader (validation audio)
 from .checkpoints import load_init
 from .counters import DataCounters
@@ -85,8 +85,8 @@ class QinYuStage(L.LightningModule):
     """
 
     TRAINABLE: tuple[str, ...] = ()
-    flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch (stages/throughput.py)
-    _flops_shape: tuple[int, int, int] | None = None  # (matmul parameters, layers, attention width)
+    flops_per_batch: int | None = None  # read by PackedThroughputMonitor after each batch (stages/throughput.py)
+    _flop_shape: FlopShape | None = None  # what model/flops.py counts, read before any sharding
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class QinYuStage(L.LightningModule):
             load_init(self.model, self.init_from)  # the chain: previous stage -> this one
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
-        self._count_flops_shape()  # before FSDP wraps (and flattens) the parameters
+        self._flop_shape = flop_shape(self.model)  # after freezing, before FSDP wraps (and flattens) the parameters
         if self._trainer is not None:  # training shows what trains; loading a checkpoint to generate does not
             print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
         mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy (FSDP2) before this hook
@@ -182,16 +182,13 @@ class QinYuStage(L.LightningModule):
             return out.loss_sum * self.trainer.accumulate_grad_batches  # Lightning divides by it again
         return out.loss
 
-    def _count_flops_shape(self) -> None:
-        self._flops_shape = (matmul_parameters(self.model), *backbone_shape(self.model.backbone))
-
     def _batch_flops(self, batch: dict) -> int:
-        """6N + attention within samples (model/flops.py), from host-side lengths."""
-        if self._flops_shape is None:  # a model set before configure_model
-            self._count_flops_shape()
+        """The step's work by parameter group (``model/flops.py``), from host-side facts of the batch."""
+        if self._flop_shape is None:  # a model set before configure_model
+            self._flop_shape = flop_shape(self.model)
         rows, width = batch["input_ids"].shape
-        lengths = [n for row in batch["lengths"] for n in row] if "lengths" in batch else [width] * rows
-        return packed_training_flops(self._flops_shape[0], lengths, *self._flops_shape[1:])
+        batch = batch if "lengths" in batch else {**batch, "lengths": [[width]] * rows}
+        return sum(training_flops(self._flop_shape, with_pack(batch)).values())
 
     def configure_callbacks(self):
         # in this order: the guard drops a bad step's gradients before anything reads them
@@ -204,7 +201,6 @@ class QinYuStage(L.LightningModule):
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_step(self._eval_split, out, batch)
         self.evaluators[self._eval_split].step(self, batch, self._eval_split)
-        self.flops_per_batch = self._batch_flops(batch) // 3  # forward only
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
