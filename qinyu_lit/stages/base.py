@@ -141,7 +141,7 @@ class QinYuStage(L.LightningModule):
             print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
         mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy (FSDP2) before this hook
         if mesh is not None:
-            shard_fsdp2(self.model, mesh["data_parallel"])
+            shard_fsdp2(self.model, mesh["data_parallel"], self.trainer.precision)
 
     def adapt_model(self) -> None:
         """Hook between loading weights and freezing: a stage that adds parameters (LoRA) adds them here."""
