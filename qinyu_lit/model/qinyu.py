@@ -13,9 +13,13 @@ The released VITA-QinYu (``qinyu-lit convert-official``) is the same model with 
 
 Nothing of the backbone is forked or edited: placeholders in ``input_ids`` are swapped
 for the injected embeddings, and the decoder runs on ``inputs_embeds`` with
-``position_ids`` that restart per packed sample (transformers derives the block-diagonal
-mask from them). ``use_cache=False`` in training: with a cache present transformers skips
-the packed-sequence detection and attention would leak across samples.
+``position_ids`` that restart per packed sample. The sample boundaries reach attention from the
+collate's host-side facts (``batch["pack"]``: ``cu_seqlens`` for varlen/flash, a block-diagonal mask
+built on the device for sdpa; ``model/attention.py``), and every placeholder, supervised position and
+count comes from there too: a training forward and loss read nothing back from the device
+(tests/model/test_no_host_reads.py). ``use_cache=False`` in training: with a cache present transformers
+skips the packed-sequence detection and attention would leak across samples (a batch without ``pack``,
+built by hand, still works: ``with_pack`` derives the facts, reading the device).
 """
 
 from __future__ import annotations

@@ -118,6 +118,7 @@ class QinYuStage(L.LightningModule):
         self.loss_normalization = loss_normalization
         self.window_targets = 0  # supervised positions since the last optimizer step (``tokens`` normalisation)
         self.skipped_step = False  # the last optimizer step was skipped (set by NonFiniteGuard, read by SampleLedger)
+        self.nonfinite: torch.Tensor | None = None  # a NaN/inf loss since the last optimizer step (device bool)
         self._data_counts: dict[str, float] = {}  # cumulative per-source samples/tokens and data stats (this rank)
         # validation / test metrics beyond the loss: per task, ASR WER/CER, speech pace (eval/validation.py)
         self.evaluators = torch.nn.ModuleDict(
@@ -177,10 +178,15 @@ class QinYuStage(L.LightningModule):
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_step("train", out, batch)  # reads device values on logged steps only
         self.flops_per_batch = self._batch_flops(batch)
+        loss = out.loss
         if self.loss_normalization == "tokens":  # TokenNormalizedGradients divides by the step's positions
             self.window_targets += out.num_targets
-            return out.loss_sum * self.trainer.accumulate_grad_batches  # Lightning divides by it again
-        return out.loss
+            loss = out.loss_sum * self.trainer.accumulate_grad_batches  # Lightning divides by it again
+        # NaN/inf: marked on the device for NonFiniteGuard (no read here), and a zero still attached to the
+        # graph is returned, so backward and the collectives run on every rank and nothing logs the NaN
+        finite = torch.isfinite(loss.detach())
+        self.nonfinite = ~finite if self.nonfinite is None else self.nonfinite | ~finite
+        return torch.where(finite, loss, torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0)
 
     def _batch_flops(self, batch: dict) -> int:
         """The step's work by parameter group (``model/flops.py``), from host-side facts of the batch."""

@@ -1,7 +1,8 @@
 """The non-finite loss guard: a NaN/inf loss on any rank skips that optimizer step on every rank.
 
-Each backward's loss is checked on the device (``on_before_backward``: no read). Once per optimizer
-step the flags of all micro-batches and ranks are combined by one reduction and read on the host: the
+The stage's ``training_step`` marks a non-finite loss on the device (``pl_module.nonfinite``: no read)
+and returns a zero still attached to the graph, so backward and DDP/FSDP's collectives run on every
+rank. Once per optimizer step the flags of all micro-batches and ranks are combined by one reduction and read on the host: the
 step's one sync. The trade-off: a guard without any read would have to make the update conditional
 inside the optimizer (GradScaler's ``found_inf`` machinery); one read after the backward costs the host
 a short wait once per optimizer step (not per micro-batch) and keeps any optimizer usable. A skipped step
@@ -23,15 +24,11 @@ class NonFiniteGuard(L.Callback):
     def __init__(self, max_in_a_row: int = 10):
         self.max_in_a_row = max_in_a_row
         self.in_a_row = 0
-        self._bad: torch.Tensor | None = None  # any non-finite loss since the last optimizer step (device)
-
-    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        self._bad = bad if self._bad is None else self._bad | bad
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        bad = torch.zeros((), device=pl_module.device) if self._bad is None else self._bad.float()
-        self._bad = None
+        flag = pl_module.nonfinite  # set by training_step since the last optimizer step (device bool)
+        bad = torch.zeros((), device=pl_module.device) if flag is None else flag.float()
+        pl_module.nonfinite = None
         if trainer.world_size > 1:
             bad = trainer.strategy.reduce(bad, reduce_op="sum")
         pl_module.skipped_step = bool(bad > 0)  # the one host read of the step (read by SampleLedger too)

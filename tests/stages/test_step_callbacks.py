@@ -62,8 +62,14 @@ class Poisoned(SFTStage):
 
     def training_step(self, batch, batch_idx):
         self.tokens.append(real_tokens(batch))
-        loss = super().training_step(batch, batch_idx)
-        return loss * float("nan") if batch_idx == 1 else loss
+        out = self.model(batch)
+        if batch_idx == 1:
+            out.loss = out.loss * float("nan")
+        self.model.forward = lambda b: out  # the stage's own step, on the poisoned output
+        try:
+            return super().training_step(batch, batch_idx)
+        finally:
+            del self.model.forward
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.logged.append(float(self.trainer.callback_metrics["train/tokens_per_optimizer_step"]))
