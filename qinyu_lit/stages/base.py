@@ -138,11 +138,19 @@ class QinYuStage(L.LightningModule):
         self.adapt_model()
         summary = apply_trainable(self.model, self.trainable_patterns)
         self._flop_shape = flop_shape(self.model)  # after freezing, before FSDP wraps (and flattens) the parameters
-        if self._trainer is not None:  # training shows what trains; loading a checkpoint to generate does not
+        if self.attached:  # training shows what trains; loading a checkpoint to generate does not
             print(f"[qinyu-lit] {type(self).__name__}: trainable parameters by module\n{format_trainable(summary)}")
-        mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy (FSDP2) before this hook
+        mesh = self.device_mesh  # set by ModelParallelStrategy (FSDP2) before this hook
         if mesh is not None:
             shard_fsdp2(self.model, mesh["data_parallel"], self.trainer.precision)
+
+    @property
+    def attached(self) -> bool:
+        """Run by a ``Trainer`` (not, e.g., rebuilt from a checkpoint to generate)."""
+        try:
+            return self.trainer is not None
+        except RuntimeError:  # Lightning's public answer to "no trainer"
+            return False
 
     def adapt_model(self) -> None:
         """Hook between loading weights and freezing: a stage that adds parameters (LoRA) adds them here."""
@@ -169,7 +177,7 @@ class QinYuStage(L.LightningModule):
         checkpoint["qinyu_counters"] = gather_counts(self._data_counts)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "qinyu_counters" in checkpoint and self._trainer is not None:
+        if "qinyu_counters" in checkpoint and self.attached:
             self._data_counts = restore_counts(checkpoint["qinyu_counters"], self.trainer.global_rank, self.trainer.world_size)
 
     # ------------------------------------------------------------------ steps
@@ -213,13 +221,13 @@ class QinYuStage(L.LightningModule):
 
     @property
     def _eval_split(self) -> str:
-        return "test" if self._trainer is not None and self.trainer.testing else "val"
+        return "test" if self.attached and self.trainer.testing else "val"
 
     def on_validation_epoch_start(self) -> None:
         evaluator = self.evaluators[self._eval_split]
         if self.val_codec is not None and evaluator.codec is None:
             evaluator.codec = MimiCodec(self.val_codec)  # not a module: stays out of checkpoints
-        evaluator.start(sanity_check=self._trainer is not None and self.trainer.sanity_checking)
+        evaluator.start(sanity_check=self.attached and self.trainer.sanity_checking)
 
     def on_validation_epoch_end(self) -> None:
         self.evaluators[self._eval_split].log_epoch(self, self._eval_split)
