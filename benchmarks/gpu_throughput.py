@@ -8,8 +8,10 @@ few hundred tokens (half text, half audio frames), for each attention implementa
 ``qinyu_varlen`` (torch's varlen kernel), ``sdpa`` (block-diagonal mask), ``flash_attention_2``
 when flash-attn is installed. The audio encoder is left out (frozen, forward only, small).
 
-MFU = (6N + attention within samples) / step time / the GPU's dense bf16 peak
-(``qinyu_lit/model/flops.py``; N = parameters a token meets in a matmul, LoRA counted at 6N too).
+MFU = the step's FLOPs by parameter group (``qinyu_lit/model/flops.py``: trainable weights 6 per token,
+frozen ones 4, heads at the supervised positions, attention within samples; LoRA 4N base + 6N
+adapters) / step time / the GPU's dense bf16 peak. The SFT case runs with and without gradient
+checkpointing (``--checkpointing``); a run out of memory prints ``OOM`` in its row.
 
     python benchmarks/gpu_throughput.py [--cases sft_1.7b persona_8b] [--attn qinyu_varlen sdpa] [--steps 5]
     python benchmarks/gpu_throughput.py --tiny     # CPU smoke test of the same code with toy shapes
@@ -26,9 +28,10 @@ from pathlib import Path
 
 import torch
 
+from qinyu_lit.data.batch import pack_metadata
 from qinyu_lit.data.tokenizer import train_demo_tokenizer
 from qinyu_lit.model.attention import VARLEN
-from qinyu_lit.model.flops import backbone_shape, dense_bf16_peak, matmul_parameters, packed_training_flops
+from qinyu_lit.model.flops import dense_bf16_peak, flop_shape, training_flops
 from qinyu_lit.model.qinyu import QinYuConfig, QinYuModel
 from qinyu_lit.stages.base import apply_trainable
 from qinyu_lit.tiny_configs import tiny_backbone
@@ -49,10 +52,10 @@ def backbone(shape: str, tiny: bool) -> dict:
     return dict(model_type="qwen3", vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6, **QWEN3[shape])
 
 
-def build(case: str, tokenizer: Path, tiny: bool, device: torch.device) -> QinYuModel:
+def build(case: str, tokenizer: Path, tiny: bool, device: torch.device, checkpointing: bool = True) -> QinYuModel:
     shape, lora = CASES[case]
     config = QinYuConfig(backbone=backbone(shape, tiny), tokenizer=str(tokenizer), codebook_size=1024, speaker_dim=192,
-                         dtype="bfloat16" if lora else None, gradient_checkpointing=not tiny)  # fmt: skip
+                         dtype="bfloat16" if lora else None, gradient_checkpointing=checkpointing)  # fmt: skip
     with device:  # random init on the GPU: seconds instead of minutes
         model = QinYuModel(config)
         if lora:
@@ -78,8 +81,22 @@ def packed_batch(model: QinYuModel, pack: int, gen: torch.Generator, device) -> 
         pos[0, t : t + n] = torch.arange(n)
         codes[0, t : t + n // 2] = -1  # the first half of each sample is text
         t += n
-    batch = {"input_ids": ids, "codes": codes, "position_ids": pos, "target_mask": torch.ones(1, pack, dtype=torch.bool)}
-    return {k: v.to(device) for k, v in batch.items()}, lengths
+    mask = torch.ones(1, pack, dtype=torch.bool)
+    mask[0, torch.tensor([0, *torch.tensor(lengths).cumsum(0)[:-1].tolist()])] = False  # a sample's first token
+    batch = {"input_ids": ids, "codes": codes, "position_ids": pos, "target_mask": mask, "lengths": [lengths]}
+    batch["pack"] = pack_metadata(ids, codes, mask, [lengths], [])  # as collate makes it, on the host
+    return move(batch, device), lengths
+
+
+def move(batch: dict, device) -> dict:
+    out = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    out["pack"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["pack"].items()}
+    return out
+
+
+def step_flops(model: QinYuModel, batch: dict) -> int:
+    """The FLOPs MFU is computed from: ``model/flops.py``'s count, the same the stages log."""
+    return sum(training_flops(flop_shape(model), batch).values())
 
 
 def measure(model: QinYuModel, attn: str, args, device: torch.device) -> dict:
@@ -88,8 +105,7 @@ def measure(model: QinYuModel, attn: str, args, device: torch.device) -> dict:
     optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.95), fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(0)
     batches = [packed_batch(model, args.pack, gen, device) for _ in range(args.warmup + args.steps)]
-    flops = sum(packed_training_flops(matmul_parameters(model), lengths, *backbone_shape(model.backbone))
-                for _, lengths in batches[args.warmup:])  # fmt: skip
+    flops = sum(step_flops(model, batch) for batch, _ in batches[args.warmup :])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i, (batch, _) in enumerate(batches):
@@ -104,12 +120,17 @@ def measure(model: QinYuModel, attn: str, args, device: torch.device) -> dict:
         optimizer.zero_grad(set_to_none=True)
     sync(device)
     seconds = (time.perf_counter() - start) / args.steps
-    peak = dense_bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    peak = args.peak or (dense_bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None)
     return dict(
         attn=attn, s_per_step=seconds, tokens_per_s=args.pack / seconds, tflops=flops / args.steps / seconds / 1e12,
         mfu=flops / args.steps / seconds / peak if peak else None,
         peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     )  # fmt: skip
+
+
+def optimizer_free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def sync(device: torch.device) -> None:
@@ -138,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: toy shapes, pack 128, 1 step")
+    parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="both",
+                        help="gradient checkpointing for sft_1.7b (persona_8b always on)")
+    parser.add_argument("--peak", type=float, default=None, help="dense peak FLOP/s to compute MFU against "
+                        "(default: the GPU's from model/flops.py)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.tiny:
         args.pack, args.steps, args.warmup = 128, 1, 0
@@ -153,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = train_demo_tokenizer(["the quick brown fox jumps over the lazy dog"] * 50, Path(tmp) / "tok", 768)
         for case in args.cases:
-            model = build(case, tokenizer, args.tiny, device)
-            for attn in args.attn or available_attention(args.tiny):
-                print(row(case, measure(model, attn, args, device)), flush=True)
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            modes = {"on": [True], "off": [False], "both": [True, False]}[args.checkpointing] if case == "sft_1.7b" else [True]
+            for checkpointing in modes:
+                name = f"{case}{'' if checkpointing else ' (no ckpt)'}"
+                model = build(case, tokenizer, args.tiny, device, checkpointing)
+                for attn in args.attn or available_attention(args.tiny):
+                    try:
+                        print(row(name, measure(model, attn, args, device)), flush=True)
+                    except torch.OutOfMemoryError:
+                        print(f"| {name} | {attn} | OOM | | | | |", flush=True)
+                    optimizer_free(device)
+                del model
+                optimizer_free(device)
     return 0
 
 

@@ -9,6 +9,13 @@ Keys of a batch (B rows of width W):
     speakers      [S, D]        one vector per <|speaker|> / <|user_speaker|> placeholder, in order
     audio_features, audio_feature_lens   user speech for the frozen encoder (when any)
     num_tokens, lengths, keys, sources, tasks   what the rows hold (counts and logs; host-side lists)
+    pack          what the step needs to know about the pack, computed here on the host (``pack_metadata``)
+                  so the model's forward and loss never read a device value back (no sync):
+                  cu_seqlens [S+1] int32 + max_seqlen (int): the samples (and padding tails) end to end,
+                  for varlen / flash attention; sup_index [N]: flat index (row x W + t) of each position
+                  that predicts a target, with next_ids [N], next_codes [N, C], is_audio [N];
+                  num_text / num_audio (ints); frame_index [F]: flat positions of assistant audio frames;
+                  clip_frames: each user clip's feature frames (ints), for the encoder glue
 
 The packing rule: every sequence starts with an unsupervised token (``<|im_start|>``), so the shifted
 loss never crosses a sample boundary - the last position of one sample would otherwise be trained to
@@ -73,4 +80,35 @@ def collate(
         for i, f in enumerate(features):
             feats[i, : len(f)] = torch.from_numpy(f)
         out["audio_features"], out["audio_feature_lens"] = feats, lens
+    segments = [[len(s) for s in row] + ([width - n] if width > n else []) for row, n in zip(rows, lengths, strict=True)]
+    out["pack"] = pack_metadata(input_ids, codes, target_mask, segments, [len(f) for f in features])
     return out
+
+
+def pack_metadata(
+    input_ids: torch.Tensor, codes: torch.Tensor, target_mask: torch.Tensor, segments: list[list[int]], clip_frames: list[int]
+) -> dict:
+    """The host-side facts of a batch (host tensors in, see the module docstring); ``segments`` are each
+    row's sample lengths and padding tail. Everything a count or a boolean selection would otherwise read
+    back from the device in every step."""
+    flat = [n for row in segments for n in row]
+    cu = torch.zeros(len(flat) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(torch.tensor(flat), 0)
+    rows, width = input_ids.shape
+    b, t = target_mask[:, 1:].nonzero(as_tuple=True)  # position t predicts position t + 1
+    next_codes = codes[b, t + 1]
+    is_audio = next_codes[:, 0] >= 0
+    num_audio = int(is_audio.sum())
+    return {
+        "shape": (rows, width),
+        "cu_seqlens": cu,
+        "max_seqlen": max(flat),
+        "sup_index": b * width + t,
+        "next_ids": input_ids[b, t + 1],
+        "next_codes": next_codes,
+        "is_audio": is_audio,
+        "num_text": len(b) - num_audio,
+        "num_audio": num_audio,
+        "frame_index": (codes[..., 0] >= 0).reshape(-1).nonzero().flatten(),
+        "clip_frames": list(clip_frames),
+    }

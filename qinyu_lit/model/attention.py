@@ -7,8 +7,8 @@ kernel computes only the causal triangle of each sample. torch >= 2.10 ships one
 needs no flash-attn wheel. It is registered with transformers as one more attention
 implementation (``AttentionInterface``), so the Qwen3 modules stay as they are.
 
-The sample boundaries (cumulative lengths) are computed once per forward from the restarting
-``position_ids`` (``packed_attention_kwargs``, called by ``QinYuModel.hidden_states``) and reach
+The sample boundaries (cumulative lengths) are computed on the host by the collate (``batch["pack"]``,
+``data/batch.py``), passed by ``QinYuModel.hidden_states`` through ``packed_attention_kwargs``, and reach
 every layer through the decoder's keyword arguments - the same ``cu_seq_lens_q`` / ``max_length_q``
 names transformers' flash-attention path reads, so ``flash_attention_2/3`` get them too.
 Without them (generation with a KV cache, a direct backbone call) ``qinyu_varlen`` is plain
@@ -69,18 +69,36 @@ def uses_packed_kwargs(attn_implementation: str) -> bool:
     return attn_implementation == VARLEN or attn_implementation.startswith("flash_attention")
 
 
-def packed_attention_kwargs(config, position_ids: torch.Tensor) -> dict:
-    """Decoder keyword arguments for one packed forward: the boundaries for every layer, and a
-    prepared (empty) mask per layer type, so transformers builds no block mask (and reads no
-    position ids on the host) for attention that does not use one. ``{}`` for other implementations."""
-    if not uses_packed_kwargs(config._attn_implementation):
-        return {}
-    cu, max_len = cu_seqlens_from_position_ids(position_ids)
+def packed_attention_kwargs(config, position_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> dict:
+    """Decoder keyword arguments for one packed forward, from the collate's host-side facts (``batch["pack"]``).
+
+    varlen / flash: the boundaries for every layer and a prepared (empty) mask per layer type, so
+    transformers builds no mask. sdpa: the block-diagonal causal mask built here on the device from the
+    restarting ``position_ids``; transformers' own packed-sequence detection would otherwise read the
+    device twice per forward (``find_packed_sequence_indices`` asks ``.all()`` of a device tensor, and
+    the mask builder may skip the mask on a host-side check). Same mask, no host read. ``{}`` otherwise
+    (eager, sliding-window layers: transformers' path).
+    """
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-    return dict(
-        attention_mask={t: None for t in layer_types},
-        cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len,
-    )  # fmt: skip
+    if uses_packed_kwargs(config._attn_implementation):
+        return dict(
+            attention_mask={t: None for t in layer_types},
+            cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len,
+        )  # fmt: skip
+    if config._attn_implementation == "sdpa" and layer_types == {"full_attention"}:
+        return dict(attention_mask={"full_attention": block_causal_mask(position_ids)})
+    return {}
+
+
+def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, W] restarting positions -> [B, 1, W, W] bool (True: may attend), causal within each sample:
+    a sample starts wherever a position is not its predecessor + 1 (the padding tail too)."""
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    sample = starts.cumsum(-1)
+    width = position_ids.shape[-1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=position_ids.device).tril()
+    return ((sample[:, :, None] == sample[:, None, :]) & causal)[:, None]
 
 
 def segment_sdpa(q, k, v, cu_seqlens: torch.Tensor, scale: float | None) -> torch.Tensor:
@@ -155,5 +173,20 @@ def qinyu_varlen_attention(
     return out.view(b, length, heads, dim), None
 
 
+def sdpa_mask_always(*args, allow_is_causal_skip=False, allow_is_bidirectional_skip=False, **kwargs):
+    """transformers' sdpa mask, always built: its "can the mask be skipped?" test asks the device whether
+    every frame is valid (``padding_mask.all()``), a read per forward; building the small mask costs less."""
+    return sdpa_mask(*args, allow_is_causal_skip=False, allow_is_bidirectional_skip=False, **kwargs)
+
+
+def without_mask_skip(module: torch.nn.Module) -> None:
+    """Run an sdpa module (the frozen audio encoder) with ``sdpa_mask_always``: the same attention, no host read."""
+    if module.config._attn_implementation == "sdpa":
+        module.config._attn_implementation = SDPA_NO_SKIP
+
+
+SDPA_NO_SKIP = "qinyu_sdpa"
+AttentionInterface.register(SDPA_NO_SKIP, sdpa_attention_forward)
+AttentionMaskInterface.register(SDPA_NO_SKIP, sdpa_mask_always)
 AttentionInterface.register(VARLEN, qinyu_varlen_attention)
 AttentionMaskInterface.register(VARLEN, sdpa_mask)  # only used on the sdpa fallback (see the module docstring)

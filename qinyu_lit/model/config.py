@@ -37,6 +37,10 @@ class QinYuConfig:
         adapter_bias: biases in the adapter's two Linear layers (the release's projector has none).
         loss: ``eq3`` (paper Eq. 3, per-position mean) or ``official`` (the release's code: CE over text and
             codebook 0 + the mean CE of codebooks 1..C-1 over audio positions), see docs/stages.md.
+        loss_chunk_size: supervised positions whose logits are computed at once (``model/chunked_loss.py``):
+            peak loss memory ~ chunk x vocabulary x 4 bytes a few times (512 x 152K: ~0.3 GB per fp32 copy).
+        encoder_dropout_in_training: run the frozen audio encoder in train mode (its dropout on, still no
+            gradient) while the model trains, as the release does (SenseVoice dropout 0.1); off: always eval.
     """
 
     backbone: str | dict = "Qwen/Qwen3-8B"
@@ -56,3 +60,5 @@ class QinYuConfig:
     speaker_projector: Literal["linear", "mlp"] = "linear"
     adapter_bias: bool = True
     loss: Literal["eq3", "official"] = "eq3"
+    loss_chunk_size: int = 512
+    encoder_dropout_in_training: bool = False

@@ -105,8 +105,13 @@ def encoder_width(encoder: nn.Module) -> int:
     return getattr(cfg, "d_model", None) or cfg.hidden_size
 
 
-def run_audio_encoder(encoder: nn.Module, features: torch.Tensor, lens: torch.Tensor, kind: str) -> list[torch.Tensor]:
+def run_audio_encoder(
+    encoder: nn.Module, features: torch.Tensor, lens: torch.Tensor, kind: str, host_lens: list[int] | None = None
+) -> list[torch.Tensor]:
     """Encode a padded batch of clips; returns one [n_i, width] tensor per clip.
+
+    ``lens`` (device) builds the padding mask; ``host_lens`` (the same counts as Python ints, from the
+    collate) cut the outputs, so no count is read back from the device (``lens.tolist()`` when absent).
 
     For FunAsrNano ``n_i`` equals the number of LFR frames; for Whisper the features are
     padded to its fixed 30 s window and the first ``ceil(frames / 2)`` outputs are kept.
@@ -115,14 +120,15 @@ def run_audio_encoder(encoder: nn.Module, features: torch.Tensor, lens: torch.Te
     if kind == "sense_voice":
         from .sense_voice import run_sense_voice
 
-        return run_sense_voice(encoder, features, lens)
+        return run_sense_voice(encoder, features, lens, host_lens)
+    host_lens = lens.tolist() if host_lens is None else host_lens
     if kind == "fun_asr_nano":
         mask = (torch.arange(features.shape[1], device=features.device)[None] < lens[:, None]).long()
         hidden = encoder(input_features=features, input_features_mask=mask).last_hidden_state
-        return [hidden[i, : int(n)] for i, n in enumerate(lens)]
+        return [hidden[i, :n] for i, n in enumerate(host_lens)]
     window = encoder.config.max_source_positions * 2
     if features.shape[1] > window:
         raise ValueError(f"user speech of {features.shape[1]} mel frames exceeds Whisper's {window}-frame window")
     mel = torch.nn.functional.pad(features, (0, 0, 0, window - features.shape[1])).transpose(1, 2)
     hidden = encoder(input_features=mel).last_hidden_state
-    return [hidden[i, : (int(n) + 1) // 2] for i, n in enumerate(lens)]
+    return [hidden[i, : (n + 1) // 2] for i, n in enumerate(host_lens)]

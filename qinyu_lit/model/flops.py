@@ -1,14 +1,29 @@
-"""Training FLOPs of a packed batch and the dense peaks they are measured against (MFU).
+"""Training FLOPs of a packed batch, per parameter group, and the dense peaks they are measured against (MFU).
 
-FLOPs = 6 N T + 6 L d sum(s_i^2): 6 per parameter per token (forward 2, backward 4) for the
-N parameters every token meets in a matmul, plus the causal attention scores and their use,
-within each sample only (QK^T and AV are 2 s^2 d each in the forward, half of it causal, x3 with
-the backward). Padding and the frozen audio encoder are not counted. A LoRA stage is also counted
-at 6N (its frozen weights need no weight gradient, so the real work is nearer 4N): the figure is
-the usual one to compare MFU with, not the exact work.
+One function, ``training_flops(model, batch)``, used by the stages' throughput monitor, the GPU benchmark
+and docs/benchmarks.md. It counts the work the step does, by parameter group (matrices only: embedding
+lookups, norms and biases are not matmuls):
+
+* backbone matrices, at every real token: 6 per trainable weight (forward 2, input gradient 2, weight
+  gradient 2), 4 per frozen one (no weight gradient; the input gradient still flows to what trains
+  below it: the adapter in stage 0, LoRA in stage 3). A LoRA layer is therefore 4N for its base + 6N for
+  its adapters;
+* the LM head, its codebook-0 extension and the codebook heads only at the supervised positions, the
+  only ones that reach them (the chunked loss), 6 or 4 by the same rule;
+* attention within each sample: 6 L d sum(s_i^2) (causal QK^T and AV, 2 s^2 d forward, x3 with the
+  backward, which is all input gradient);
+* the adapter and speaker projector at their frames / vectors (6 if trainable, else 2: nothing below
+  them trains);
+* the frozen audio encoder's forward: 2 per matrix weight per (padded) input frame plus its bidirectional
+  attention 4 L d T^2 per clip. Counted, because the step runs it.
+
+Padding tokens are not counted. The chunked loss recomputes the heads' forward in the backward (its
+checkpointing): not counted, it is overhead, not model work.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,25 +52,101 @@ def dense_bf16_peak(device_name: str) -> float | None:
     return next((peak for key, peak in DENSE_BF16_PEAK if key in name), None)
 
 
-def matmul_parameters(model: nn.Module) -> int:
-    """Parameters a token meets in a matmul: all of them except embedding tables (a lookup; a table
-    tied to the LM head counts once) and the frozen audio encoder (audio frames, forward only)."""
-    skip = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    backbone = getattr(model, "backbone", None)
-    head = backbone.get_output_embeddings() if backbone is not None else None
-    if head is not None:  # tied to the input table (Qwen3-1.7B) it is still the LM head's matmul
-        skip.discard(id(head.weight))
-    encoder = getattr(model, "audio_encoder", None)
-    if encoder is not None:
-        skip |= {id(p) for p in encoder.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+def _matrices(module: nn.Module, skip: set[int] = frozenset()) -> tuple[int, int]:
+    """(trainable, frozen) elements of the matmul weights (>= 2-d, not embedding tables) of ``module``."""
+    tables = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    counts = [0, 0]
+    for p in module.parameters():
+        if p.ndim >= 2 and id(p) not in tables and id(p) not in skip:
+            counts[0 if p.requires_grad else 1] += p.numel()
+    return counts[0], counts[1]
 
 
-def packed_training_flops(num_params: int, lengths: list[int], num_layers: int, attn_width: int) -> int:
-    """Forward + backward FLOPs of one packed micro-batch: ``lengths`` are its samples' token counts
-    (``batch["lengths"]`` flattened), ``attn_width`` = heads x head dim."""
-    tokens = sum(lengths)
-    return 6 * num_params * tokens + 6 * num_layers * attn_width * sum(n * n for n in lengths)
+def _heads(model: nn.Module) -> list[nn.Module]:
+    heads = [model.backbone.get_output_embeddings()]
+    return heads + ([model.code0_head, model.code_heads] if getattr(model, "shared", None) is None else [])
+
+
+@dataclass(frozen=True)
+class FlopShape:
+    """What the count needs of a model, read once before any sharding (FSDP flattens the parameters)."""
+
+    backbone: tuple[int, int]  # (trainable, frozen) matrix elements outside the heads
+    heads: tuple[int, int]  # LM head (+ codebook-0 extension and codebook heads)
+    speaker_proj: tuple[int, int]
+    adapter: tuple[int, int]
+    encoder: int  # frozen audio encoder matrix elements (0: none)
+    layers: int
+    attn_width: int  # query heads x head dim
+    encoder_layers: int = 0
+    encoder_width: int = 0
+    encoder_kind: str = "fun_asr_nano"
+    whisper_window: int = 0
+
+
+def flop_shape(model: nn.Module) -> FlopShape:
+    heads = _heads(model)
+    tied = {id(model.backbone.get_output_embeddings().weight)}
+    head_ids = {id(p) for h in heads for p in h.parameters()}
+    layers, width = backbone_shape(model.backbone)
+    enc = getattr(model, "audio_encoder", None)
+    extra = {}
+    if enc is not None:
+        cfg = enc.config
+        extra = dict(
+            encoder_layers=getattr(cfg, "num_hidden_layers", None) or cfg.encoder_layers,
+            encoder_width=getattr(cfg, "d_model", None) or cfg.hidden_size,
+            encoder_kind=model.config.audio_encoder_type, whisper_window=getattr(cfg, "max_source_positions", 0),
+        )  # fmt: skip
+    return FlopShape(
+        backbone=_matrices(model.backbone, head_ids),
+        heads=tuple(sum(x) for x in zip(*(_counts_of(h, tied) for h in heads), strict=True)),
+        speaker_proj=_matrices(model.speaker_proj),
+        adapter=_matrices(model.adapter) if enc is not None else (0, 0),
+        encoder=sum(_matrices(enc)) if enc is not None else 0,
+        layers=layers, attn_width=width, **extra,
+    )  # fmt: skip
+
+
+def training_flops(shape: FlopShape, batch: dict) -> dict[str, int]:
+    """Forward + backward FLOPs of one micro-batch by group (module docstring), from the batch's host-side
+    facts (``lengths``, ``batch["pack"]``, tensor shapes): no device read. Sum the values for the total."""
+    lengths = [n for row in batch["lengths"] for n in row]
+    pack = batch["pack"]
+    out = {
+        "backbone": (6 * shape.backbone[0] + 4 * shape.backbone[1]) * sum(lengths),
+        "heads": (6 * shape.heads[0] + 4 * shape.heads[1]) * pack["sup_index"].shape[0],
+        "attention": 6 * shape.layers * shape.attn_width * sum(n * n for n in lengths),
+        "projections": _small(shape.speaker_proj, batch["speakers"].shape[0] if "speakers" in batch else 0),
+        "encoder": 0,
+    }
+    if shape.encoder and pack["clip_frames"]:
+        out["projections"] += _small(shape.adapter, sum(_encoder_outputs(shape.encoder_kind, pack["clip_frames"])))
+        clips, frames = batch["audio_features"].shape[:2]
+        frames = shape.whisper_window if shape.encoder_kind == "whisper" else frames  # its fixed window
+        attention = 4 * shape.encoder_layers * shape.encoder_width * clips * frames**2
+        out["encoder"] = 2 * shape.encoder * clips * frames + attention
+    return out
+
+
+def _counts_of(module: nn.Module, tied: set[int]) -> tuple[int, int]:
+    """Like ``_matrices`` but a weight tied to the input table (Qwen3-1.7B's lm_head) still counts."""
+    counts = [0, 0]
+    for p in module.parameters():
+        if p.ndim >= 2 and (id(p) in tied or not isinstance(module, nn.Embedding)):
+            counts[0 if p.requires_grad else 1] += p.numel()
+    return counts[0], counts[1]
+
+
+def _small(counts: tuple[int, int], rows: int) -> int:
+    trainable, frozen = counts
+    return (6 if trainable else 2) * (trainable + frozen) * rows
+
+
+def _encoder_outputs(kind: str, clip_frames: list[int]) -> list[int]:
+    if kind == "whisper":
+        return [(n + 1) // 2 for n in clip_frames]
+    return [n + 4 for n in clip_frames] if kind == "sense_voice" else list(clip_frames)
 
 
 def backbone_shape(backbone: nn.Module) -> tuple[int, int]:

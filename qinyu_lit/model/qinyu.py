@@ -13,9 +13,13 @@ The released VITA-QinYu (``qinyu-lit convert-official``) is the same model with 
 
 Nothing of the backbone is forked or edited: placeholders in ``input_ids`` are swapped
 for the injected embeddings, and the decoder runs on ``inputs_embeds`` with
-``position_ids`` that restart per packed sample (transformers derives the block-diagonal
-mask from them). ``use_cache=False`` in training: with a cache present transformers skips
-the packed-sequence detection and attention would leak across samples.
+``position_ids`` that restart per packed sample. The sample boundaries reach attention from the
+collate's host-side facts (``batch["pack"]``: ``cu_seqlens`` for varlen/flash, a block-diagonal mask
+built on the device for sdpa; ``model/attention.py``), and every placeholder, supervised position and
+count comes from there too: a training forward and loss read nothing back from the device
+(tests/model/test_no_host_reads.py). ``use_cache=False`` in training: with a cache present transformers
+skips the packed-sequence detection and attention would leak across samples (a batch without ``pack``,
+built by hand, still works: ``with_pack`` derives the facts, reading the device).
 """
 
 from __future__ import annotations
@@ -24,27 +28,30 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..data.batch import pack_metadata
 from ..data.delay import num_pad_ids
 from ..data.tokenizer import load_tokenizer, special_ids
-from .attention import packed_attention_kwargs
+from .attention import cu_seqlens_from_position_ids, packed_attention_kwargs, without_mask_skip
+from .chunked_loss import chunked_head_ce
 from .config import QinYuConfig
 from .encoders import build_audio_encoder, build_backbone, encoder_width, run_audio_encoder
 from .heads import SharedHeads
-from .weights import load_exported, save_exported
+from .weights import load_exported_parts, read_exported_config, save_exported
 
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # Eq. 3 averaged over supervised positions (``loss: official``: the release's sum)
+    loss_sum: torch.Tensor  # the per-position terms summed (``loss_normalization: tokens`` divides it later)
+    num_targets: int  # supervised positions (host int, from the collate)
     text_loss: torch.Tensor  # CE over text-target positions
     audio_loss: torch.Tensor  # mean-of-8 CE over audio-target positions
     codebook_loss: torch.Tensor  # [C] mean CE of each codebook over audio positions
     codebook_correct: torch.Tensor  # [C] correct argmax count per codebook
     text_correct: torch.Tensor  # correct argmax count over text positions
-    num_text: torch.Tensor  # text-target positions (a device tensor: reading it on the host is a sync)
-    num_audio: torch.Tensor  # audio-target positions
+    num_text: int  # text-target positions (host int, from the collate: no device read)
+    num_audio: int  # audio-target positions
 
 
 class QinYuModel(nn.Module):
@@ -68,6 +75,7 @@ class QinYuModel(nn.Module):
         if config.audio_encoder is not None:
             self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_type, config.dtype)
             self.audio_encoder.requires_grad_(False).eval()  # frozen in every stage (paper): no dropout either
+            without_mask_skip(self.audio_encoder)  # its padding mask without a host read
             width = encoder_width(self.audio_encoder)
             bias = config.adapter_bias
             self.adapter = nn.Sequential(
@@ -136,7 +144,7 @@ class QinYuModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, dtype: str | None = None) -> QinYuModel:
         """Load a directory written by ``save_pretrained`` / ``qinyu-lit export`` (see ``model/weights.py``)."""
-        return load_exported(cls, path, dtype=dtype)
+        return load_exported_parts(cls(read_exported_config(path, dtype)), path)
 
     def save_pretrained(self, path: str):
         """Backbone in Hugging Face format (any LoRA merged in), QinYu parts in safetensors, their config."""
@@ -144,8 +152,8 @@ class QinYuModel(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.audio_encoder is not None:
-            self.audio_encoder.eval()  # frozen: no dropout, whatever the stage does
+        if self.audio_encoder is not None:  # frozen: no dropout unless ``encoder_dropout_in_training``
+            self.audio_encoder.train(mode and self.config.encoder_dropout_in_training)
         return self
 
     # ------------------------------------------------------------------ inputs
@@ -155,48 +163,56 @@ class QinYuModel(nn.Module):
         return self.codebook_embed(codes + self.code_offsets).mean(-2)
 
     def embed_inputs(self, batch: dict) -> torch.Tensor:
-        ids, codes = batch["input_ids"], batch["codes"]
+        """Placeholders swapped for their embeddings, at positions the collate found on the host
+        (``batch["pack"]``): frames by index, speakers and user speech by their host-known counts."""
+        batch = with_pack(batch)
+        ids, codes, pack = batch["input_ids"], batch["codes"], batch["pack"]
         embeds = self.backbone.get_input_embeddings()(ids)
-        is_audio = codes[..., 0] >= 0
-        if is_audio.any():
-            frames = self.embed_codes(codes[is_audio]).to(embeds.dtype)
-            embeds = embeds.masked_scatter(is_audio[..., None], frames)
-        is_speaker = (ids == self.ids.speaker) | (ids == self.ids.user_speaker)
-        if is_speaker.any():
+        flat = embeds.reshape(-1, embeds.shape[-1])
+        frames = pack["frame_index"]
+        if frames.numel():
+            frame_codes = codes.reshape(-1, codes.shape[-1]).index_select(0, frames)
+            flat = flat.index_copy(0, frames, self.embed_codes(frame_codes).to(flat.dtype))
+        num_speakers = batch["speakers"].shape[0] if "speakers" in batch else 0  # one per placeholder: a host-side shape
+        if num_speakers:
             spk = batch["speakers"].to(embeds.device, next(self.speaker_proj.parameters()).dtype)
-            if spk.shape[0] != int(is_speaker.sum()) or spk.shape[-1] != self.config.speaker_dim:
+            if spk.shape[-1] != self.config.speaker_dim:
                 raise ValueError(
-                    f"batch has {int(is_speaker.sum())} speaker placeholders but speaker embeddings of shape "
-                    f"{tuple(spk.shape)}; the model expects dimension {self.config.speaker_dim} (model.net.speaker_dim)"
+                    f"speaker embeddings of shape {tuple(spk.shape)}; the model expects dimension "
+                    f"{self.config.speaker_dim} (model.net.speaker_dim)"
                 )
-            embeds = embeds.masked_scatter(is_speaker[..., None], self.speaker_proj(spk).to(embeds.dtype))
-        is_user_audio = ids == self.ids.audio
-        if is_user_audio.any():
+            where = positions_of((ids == self.ids.speaker) | (ids == self.ids.user_speaker), num_speakers)
+            flat = flat.index_copy(0, where, self.speaker_proj(spk).to(flat.dtype))
+        if pack["clip_frames"]:
             if self.audio_encoder is None:
                 raise ValueError("the batch holds user speech but the model has no audio encoder (model.net.audio_encoder)")
-            audio = self.encode_audio(batch["audio_features"], batch["audio_feature_lens"])
-            if audio.shape[0] != int(is_user_audio.sum()):
-                raise ValueError(f"{int(is_user_audio.sum())} <|audio|> placeholders but {audio.shape[0]} encoder frames")
-            embeds = embeds.masked_scatter(is_user_audio[..., None], audio.to(embeds.dtype))
-        return embeds
+            audio = self.encode_audio(batch["audio_features"], batch["audio_feature_lens"], pack["clip_frames"])
+            flat = flat.index_copy(0, positions_of(ids == self.ids.audio, audio.shape[0]), audio.to(flat.dtype))
+        return flat.view_as(embeds)
 
-    def encode_audio(self, features: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder (no graph kept) + trainable adapter -> [sum of frames, H]."""
-        if self.audio_encoder.training:
-            # Lightning restores each submodule's own train/eval flag (undoing ``train()`` above);
-            # the frozen encoder must never run its dropout, so the model enforces it where it is used
-            self.audio_encoder.eval()
+    def encode_audio(self, features: torch.Tensor, lens: torch.Tensor, host_lens: list[int] | None = None) -> torch.Tensor:
+        """Frozen encoder (no graph kept) + trainable adapter -> [sum of frames, H]. ``host_lens``: the clips'
+        frame counts on the host (collate's ``clip_frames``); without them they are read from ``lens`` (a sync)."""
+        if self.audio_encoder.training != (self.training and self.config.encoder_dropout_in_training):
+            # Lightning restores each submodule's own train/eval flag (undoing ``train()`` below); the frozen
+            # encoder runs its dropout only where asked (the release's behaviour), so the model enforces it here
+            self.audio_encoder.train(self.training and self.config.encoder_dropout_in_training)
         enc_dtype = next(self.audio_encoder.parameters()).dtype
+        host_lens = lens.tolist() if host_lens is None else host_lens
         with torch.no_grad():
-            per_clip = run_audio_encoder(self.audio_encoder, features.to(enc_dtype), lens, self.config.audio_encoder_type)
+            per_clip = run_audio_encoder(
+                self.audio_encoder, features.to(enc_dtype), lens, self.config.audio_encoder_type, host_lens
+            )
         return self.adapter(torch.cat(per_clip).to(self.adapter[1].weight.dtype))
 
     # ------------------------------------------------------------------ forward
 
     def hidden_states(self, batch: dict, **kwargs) -> torch.Tensor:
+        batch = with_pack(batch)
         decoder = self.backbone.get_decoder()
-        # qinyu_varlen / flash attention: sample boundaries once per forward, for every layer
-        kwargs = {**packed_attention_kwargs(decoder.config, batch["position_ids"]), **kwargs}
+        # the packed-attention inputs (boundaries or the block mask) once per forward, for every layer
+        pack = batch["pack"]
+        kwargs = {**packed_attention_kwargs(decoder.config, batch["position_ids"], pack["cu_seqlens"], pack["max_seqlen"]), **kwargs}
         out = decoder(inputs_embeds=self.embed_inputs(batch), position_ids=batch["position_ids"], use_cache=False, **kwargs)
         return out.last_hidden_state
 
@@ -227,49 +243,80 @@ class QinYuModel(nn.Module):
         terms = [p.sum() for m in parts for p in m.parameters() if p.requires_grad]
         return torch.stack(terms).sum() * 0.0 if terms else self.codebook_embed.weight.new_zeros(())
 
+    def _head_logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of hidden states -> (head-0 logits, codebook 1..C-1 logits); shared: one lm_head pass for both."""
+        if self.shared is None:
+            return self.head0_logits(h), self.code_logits(h)
+        lm = self.backbone.get_output_embeddings()(h)
+        return self.shared.head0(lm), self.shared.codes(lm)
+
     def loss(self, batch: dict) -> LossOutput:
         """Paper Eq. 2-3. Position t predicts the content of t+1 where ``target_mask[t+1]``;
         a text target costs its CE, an audio target the mean CE of its C codebooks."""
-        hidden = self.hidden_states(batch)
-        mask = batch["target_mask"][:, 1:]
-        h = hidden[:, :-1][mask]  # only supervised positions reach the (large) heads
-        next_ids = batch["input_ids"][:, 1:][mask]
-        next_codes = batch["codes"][:, 1:][mask]
-        is_audio = next_codes[:, 0] >= 0
-        if self.shared is None:
-            target0 = torch.where(is_audio, self.text_vocab + next_codes[:, 0], next_ids)
-            logits0 = self.head0_logits(h).float()
-        else:  # one lm_head pass serves head 0 and the codebook slices
-            target0 = torch.where(is_audio, self.shared.code0_class(next_codes[:, 0]), self.shared.text_class(next_ids))
-            lm = self.backbone.get_output_embeddings()(h)
-            logits0 = self.shared.head0(lm).float()
-        ce0 = F.cross_entropy(logits0, target0, reduction="none")
-        correct0 = logits0.argmax(-1) == target0
+        batch = with_pack(batch)
+        return self.loss_from_hidden(self.hidden_states(batch), batch["pack"])
 
-        # the small codebook heads run on every supervised position and text positions are weighted
-        # out: cheaper than selecting the audio ones, which would read a count on the host each step
-        audio = is_audio.float()
-        num_audio, num_text = audio.sum(), (1 - audio).sum()
-        rest = self.code_logits(h) if self.shared is None else self.shared.codes(lm)
-        logits_rest = rest.float()  # [N, C-1, K]
+    def loss_from_hidden(self, hidden: torch.Tensor, pack: dict) -> LossOutput:
+        """The loss of the decoder's output at the supervised positions the collate listed (``pack``).
+        Counts are host ints and positions index tensors: no device value is read back here."""
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pack["sup_index"])  # only these reach the heads
+        next_codes, is_audio = pack["next_codes"], pack["is_audio"]
+        if self.shared is None:
+            target0 = torch.where(is_audio, self.text_vocab + next_codes[:, 0], pack["next_ids"])
+        else:
+            target0 = torch.where(is_audio, self.shared.code0_class(next_codes[:, 0]), self.shared.text_class(pack["next_ids"]))
+        # the small codebook heads run on every supervised position and text positions are weighted out
         targets_rest = torch.where(is_audio[:, None], next_codes[:, 1:], 0)
-        ce_rest = F.cross_entropy(logits_rest.transpose(1, 2), targets_rest, reduction="none")  # [N, C-1]
-        ce_all = torch.cat([ce0[:, None], ce_rest], dim=1)  # [N, C]
-        per_position = torch.where(is_audio, ce_all.mean(1), ce0)
-        correct_all = torch.cat([correct0[:, None], logits_rest.argmax(-1) == targets_rest], 1).float()
-        per_audio, per_text = audio / num_audio.clamp(min=1), (1 - audio) / num_text.clamp(min=1)
-        loss = per_position.mean() if len(per_position) else hidden.sum() * 0.0 + self.head0_logits(hidden[:, :1]).sum() * 0.0
-        if self.config.loss == "official" and len(per_position):
+        ce_all, correct = chunked_head_ce(self._head_logits, h, target0, targets_rest, self.config.loss_chunk_size)
+        n, num_audio, num_text = h.shape[0], pack["num_audio"], pack["num_text"]
+        audio = is_audio.to(ce_all.dtype)
+        per_position = torch.where(is_audio, ce_all.mean(1), ce_all[:, 0])
+        per_audio, per_text = audio / max(num_audio, 1), (1 - audio) / max(num_text, 1)
+        loss_sum = per_position.sum()
+        if n == 0:  # nothing supervised: a zero that still reaches every head (DDP needs the same graph)
+            loss = hidden.sum() * 0.0 + self.head0_logits(hidden[:, :1]).sum() * 0.0
+        elif self.config.loss == "official":
             # the release's compute_xy_loss: mean CE of text + codebook 0 over all targets, plus the mean over
             # codebooks 1..C-1 of their mean CE at audio targets (equal counts: one mean over [A, C-1])
-            loss = ce0.mean() + (ce_rest.mean(1) * per_audio).sum()
+            loss = ce_all[:, 0].mean() + (ce_all[:, 1:].mean(1) * per_audio).sum()
+            loss_sum = ce_all[:, 0].sum() + (ce_all[:, 1:].mean(1) * audio).sum()
+        else:
+            loss = loss_sum / n
         return LossOutput(
             loss=loss + self._untouched_zero(),
+            loss_sum=loss_sum + self._untouched_zero(),
+            num_targets=n,
             text_loss=(per_position * per_text).sum().detach(),
             audio_loss=(per_position * per_audio).sum().detach(),
             codebook_loss=(ce_all * per_audio[:, None]).sum(0).detach(),
-            codebook_correct=(correct_all * audio[:, None]).sum(0),
-            text_correct=(correct0.float() * (1 - audio)).sum(),
+            codebook_correct=(correct.float() * audio[:, None]).sum(0),
+            text_correct=(correct[:, 0].float() * (1 - audio)).sum(),
             num_text=num_text,
             num_audio=num_audio,
         )
+
+
+def positions_of(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Flat indices of the ``count`` True entries of ``mask``, in order, without reading the device:
+    ``nonzero`` would have to learn its output size from the device (a sync); here the size is known
+    on the host (from the batch's shapes), so each True entry scatters its own index into its slot."""
+    flat = mask.reshape(-1)
+    slot = torch.where(flat, flat.cumsum(0) - 1, count)  # False entries all go to the spare last slot
+    out = torch.zeros(count + 1, dtype=torch.long, device=mask.device)
+    return out.scatter_(0, slot, torch.arange(flat.numel(), device=mask.device))[:count]
+
+
+def with_pack(batch: dict) -> dict:
+    """A batch with its host-side pack facts: collate's (``batch["pack"]``), or for a batch put
+    together by hand (tests, generation) derived here from its tensors, which reads them to the host.
+    A batch edited after collate must drop its ``pack`` (a change of shape is noticed here)."""
+    if "pack" in batch and tuple(batch["pack"]["shape"]) == tuple(batch["input_ids"].shape):
+        return batch
+    ids = batch["input_ids"].cpu()
+    cu, _ = cu_seqlens_from_position_ids(batch["position_ids"].cpu())
+    lens, mask = batch.get("audio_feature_lens"), batch.get("target_mask")
+    mask = torch.zeros_like(ids, dtype=torch.bool) if mask is None else mask.cpu()
+    clips = [] if lens is None else lens.tolist()
+    meta = pack_metadata(ids, batch["codes"].cpu(), mask, [torch.diff(cu).tolist()], clips)
+    device = batch["input_ids"].device
+    return {**batch, "pack": {k: v.to(device) if torch.is_tensor(v) else v for k, v in meta.items()}}

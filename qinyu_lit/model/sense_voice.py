@@ -28,13 +28,14 @@ class SenseVoiceEncoder(FunAsrNanoEncoder):
 
 
 def run_sense_voice(
-    encoder: SenseVoiceEncoder, features: torch.Tensor, lens: torch.Tensor
+    encoder: SenseVoiceEncoder, features: torch.Tensor, lens: torch.Tensor, host_lens: list[int] | None = None
 ) -> list[torch.Tensor]:
     """Padded LFR features [B, T, 560] with ``lens`` valid frames -> one [lens_i + 4, width] tensor per clip."""
+    host_lens = lens.tolist() if host_lens is None else host_lens  # the collate's counts: no device read
     rows = torch.tensor(QUERY_ROWS, device=features.device)
     queries = encoder.query_embed(rows).to(features.dtype)
     stacked = torch.cat([queries.expand(features.shape[0], -1, -1), features], dim=1)
     lens = lens + len(QUERY_ROWS)
     mask = (torch.arange(stacked.shape[1], device=features.device)[None] < lens[:, None]).long()
     hidden = encoder(input_features=stacked, input_features_mask=mask).last_hidden_state
-    return [hidden[i, : int(n)] for i, n in enumerate(lens)]
+    return [hidden[i, : n + len(QUERY_ROWS)] for i, n in enumerate(host_lens)]

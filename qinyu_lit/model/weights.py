@@ -18,20 +18,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .config import QinYuConfig
 
-if TYPE_CHECKING:  # for annotations only: qinyu.py imports this module
-    from .qinyu import QinYuModel
+# ``model`` below is a ``QinYuModel`` (qinyu.py imports this module, never the other way round): what is used
+# of it is its ``config``, ``backbone``, ``tokenizer``, ``audio_encoder`` and ``state_dict``
 
 CONFIG_NAME = "qinyu_config.json"
 PARTS_NAME = "qinyu_parts.safetensors"
 
 
-def plain_model(model: QinYuModel) -> QinYuModel:
+def plain_model(model: nn.Module) -> nn.Module:
     """Merge any peft wrapper (LoRA, trainable token rows) into the backbone's own weights, in place."""
     from peft import PeftModel
 
@@ -43,7 +43,7 @@ def plain_model(model: QinYuModel) -> QinYuModel:
 # --------------------------------------------------------------------------- exported directories
 
 
-def save_exported(model: QinYuModel, out_dir: str | Path) -> Path:
+def save_exported(model: nn.Module, out_dir: str | Path) -> Path:
     """Write ``model`` (LoRA merged) as an exported directory; see the module docstring."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,9 @@ def save_exported(model: QinYuModel, out_dir: str | Path) -> Path:
     return out
 
 
-def load_exported(cls, path: str | Path, dtype: str | None = None):
-    """Rebuild a ``cls`` (``QinYuModel``) from an exported directory: ``QinYuModel.from_pretrained``."""
+def read_exported_config(path: str | Path, dtype: str | None = None) -> QinYuConfig:
+    """The ``QinYuConfig`` of an exported directory, its paths made absolute (``QinYuModel.from_pretrained``
+    builds the model from it, then ``load_exported_parts``)."""
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not a directory written by `qinyu-lit export`")
@@ -72,7 +73,12 @@ def load_exported(cls, path: str | Path, dtype: str | None = None):
     config.update(backbone=str(path / config["backbone"]), tokenizer=str(path / config["tokenizer"]))
     if dtype is not None:
         config["dtype"] = dtype
-    model = cls(QinYuConfig(**config))
+    return QinYuConfig(**config)
+
+
+def load_exported_parts(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the QinYu parts (everything but the backbone, which ``from_pretrained`` read) into ``model``."""
+    path = Path(path)
     missing, unexpected = model.load_state_dict(load_file(path / PARTS_NAME), strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
@@ -83,7 +89,7 @@ def load_exported(cls, path: str | Path, dtype: str | None = None):
 # --------------------------------------------------------------------------- init_from (stage chaining)
 
 
-def _sizes(config: QinYuConfig, state: dict, model: QinYuModel) -> dict:
+def _sizes(config: QinYuConfig, state: dict, model: nn.Module) -> dict:
     embed = model.backbone.get_input_embeddings().weight
     key = next(f"backbone.{n}" for n, p in model.backbone.named_parameters() if p is embed)
     return {
@@ -95,7 +101,7 @@ def _sizes(config: QinYuConfig, state: dict, model: QinYuModel) -> dict:
     }
 
 
-def copy_weights(model: QinYuModel, prev: QinYuModel, source: str | Path) -> None:
+def copy_weights(model: nn.Module, prev: nn.Module, source: str | Path) -> None:
     """Copy all weights of ``prev`` (a previous stage's model, read from ``source``) into ``model``.
 
     Raises a ``ValueError`` naming the size that differs (vocabulary, codebooks, speaker dim) and the

@@ -16,7 +16,7 @@ from transformers import DynamicCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from qinyu_lit.model import attention
+from qinyu_lit.model import attention, qinyu
 from qinyu_lit.model.attention import VARLEN, cu_seqlens_from_position_ids, resolve_attn_implementation
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.tiny import tiny_config
@@ -71,8 +71,8 @@ def test_packed_rows_equal_each_sample_alone_and_boundaries_are_computed_once(te
     samples = [torch.randint(10, 200, (n,), generator=gen) for n in (5, 7, 4, 9)]
     assert not reserved & {int(i) for s in samples for i in s}
     calls = []
-    real = attention.cu_seqlens_from_position_ids
-    monkeypatch.setattr(attention, "cu_seqlens_from_position_ids", lambda p: calls.append(1) or real(p))
+    real = attention.cu_seqlens_from_position_ids  # a hand-made batch: QinYuModel derives its pack facts once
+    monkeypatch.setattr(qinyu, "cu_seqlens_from_position_ids", lambda p: calls.append(1) or real(p))
     with torch.no_grad():
         packed = model.hidden_states(_batch([samples[:3], samples[3:]], width=20))
         assert len(calls) == 1  # once per forward, not once per layer (2 layers here)

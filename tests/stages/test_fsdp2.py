@@ -1,7 +1,8 @@
 """FSDP2 through Lightning on 2 CPU processes (gloo): the tiny recipe + ``recipes/strategies/fsdp2.yaml``.
 
 The same code path as on GPUs: ``FSDP2Strategy`` builds the device mesh, the stage shards every decoder
-layer with ``fully_shard`` in ``configure_model``, clipping runs through ``trainer.gradient_clip_val``,
+layer and the embeddings with ``fully_shard`` in ``configure_model`` (bf16 ``MixedPrecisionPolicy`` when the
+precision is bf16: the resumed run), clipping runs through ``trainer.gradient_clip_val``,
 rank 0 writes one full checkpoint that an unsharded model loads, and ``--ckpt_path`` resumes from it.
 """
 
@@ -15,6 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qinyu_lit.stages.checkpoints import stage_from_checkpoint
+from qinyu_lit.stages.sharding import mixed_precision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,8 +51,18 @@ def test_fsdp2_trains_clips_checkpoints_and_resumes(demo_dir, tmp_path):
     norms = [e.value for e in events.Scalars("train/grad_norm")]
     assert len(norms) == 2 and all(n > 0 for n in norms)
 
-    second = _fit(demo_dir, tmp_path, 4, "--ckpt_path", "last")
+    assert "FSDP2: 2 decoder-layer units + embeddings + root; fp32" in first.stdout
+    # the resumed run in bf16: the units all-gather bf16 weights and reduce gradients in fp32
+    second = _fit(demo_dir, tmp_path, 4, "--ckpt_path", "last", "--trainer.precision", "bf16-mixed")
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "FSDP2: 2 decoder-layer units + embeddings + root; bf16 weights, fp32 gradient reduction" in second.stdout
     assert "Restored all states from the checkpoint" in second.stdout + second.stderr
     resumed = torch.load(ckpt, weights_only=True)
     assert resumed["global_step"] == 4
+
+
+def test_bf16_precision_sets_the_mixed_precision_policy():
+    policy = mixed_precision("bf16-mixed")
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert mixed_precision("bf16-true").param_dtype == torch.bfloat16
+    assert mixed_precision("32-true") is None and mixed_precision("16-mixed") is None
