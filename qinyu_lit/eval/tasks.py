@@ -150,6 +150,9 @@ def run_set(parts: Components, rows: list[EvalRow], passes: list[str], jsonl: Pa
     they finish, so an interruption loses at most the sample being generated."""
     done = read_done(jsonl)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
+    if jsonl.is_file():  # drop a row torn by the interruption, so the next one starts on its own line
+        text = jsonl.read_bytes()
+        jsonl.write_bytes(text[: text.rfind(b"\n") + 1])
     results = []
     with jsonl.open("a") as sink:
         for pass_name in passes:
