@@ -133,6 +133,23 @@ def test_a_checkpoint_without_audio_heads_skips_the_speech_passes_and_counts_the
     assert figs["tts.skipped"] == figs["ablation.skipped"] == PER_TASK and figs["tts.samples"] == 0
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "no evaluation set: give --set NAME=MANIFEST (or --demo_set DIR for the demo's)"),
+        (["--set", "librispeech"], "--set 'librispeech': give NAME=MANIFEST"),
+        (["--set", "x=nowhere.jsonl"], "no such manifest: nowhere.jsonl"),
+        (["--tasks", "asr", "wer"], "--tasks: unknown ['wer']; choose from"),
+    ],
+)
+def test_user_errors_are_one_line(untrained, capsys, args, message):
+    _, (a, _), _ = untrained
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", a, *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 # ---------------------------------------------------------------------------- the trained demo (slow)
 
 
