@@ -104,4 +104,14 @@ def write_report(out_dir: Path, by_checkpoint: dict, skipped_rows: dict[str, lis
             for set_name, figs in per_set.items():
                 for key, value in figs.items():
                     writer.add_scalar(f"eval/{set_name}/{key}", value, 0)
+                _add_audio(writer, out_dir / label / set_name, set_name)
     return text
+
+
+def _add_audio(writer, wav_dir: Path, set_name: str, per_pass: int = 4) -> None:
+    """The first few decoded replies of each speech pass, to listen to beside the figures."""
+    import soundfile as sf
+
+    for wav_path in sorted(p for d in sorted(wav_dir.glob("*")) if d.is_dir() for p in sorted(d.glob("*.wav"))[:per_pass]):
+        wav, rate = sf.read(wav_path, dtype="float32")
+        writer.add_audio(f"eval/{set_name}/{wav_path.parent.name}/{wav_path.stem}", wav, 0, sample_rate=rate)

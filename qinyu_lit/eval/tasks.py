@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..codec import valid_codes
@@ -57,6 +58,7 @@ class Components:
     speaker_encoder: object = None
     speaker_dim: int = 0
     has_audio: bool = True
+    audio_dir: Path | None = None  # where decoded replies go as <pass>/<key>.wav (run_set sets it)
 
 
 class FirstFrameClock:
@@ -109,6 +111,10 @@ def score_speech_reply(parts: Components, row: EvalRow, pass_name: str) -> dict:
     wav, rate = parts.codec.decode(codes.numpy()), int(parts.codec.sample_rate)
     hyp = parts.asr.transcribe(wav, rate, row.language)
     errors, units = text_errors(row.reference, hyp, row.language)
+    if parts.audio_dir is not None:  # to listen to, for TensorBoard and for judges left out (docs/evaluation.md)
+        path = parts.audio_dir / pass_name / f"{row.key}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, wav, rate, subtype="PCM_16")
     out = {"hypothesis": hyp, "reply_text": gen.text, "errors": errors, "units": units, "gen_seconds": seconds,
            "audio_seconds": gen.num_frames / FRAME_RATE, "first_frame_seconds": ttfa}  # fmt: skip
     if row.reference_audio:
@@ -148,7 +154,7 @@ def read_done(jsonl: Path) -> dict[tuple[str, str], dict]:
 def run_set(parts: Components, rows: list[EvalRow], passes: list[str], jsonl: Path, label: str) -> list[dict]:
     """Every pass over ``rows``; rows already in ``jsonl`` are reused (resume), new ones appended as
     they finish, so an interruption loses at most the sample being generated."""
-    done = read_done(jsonl)
+    done, parts = read_done(jsonl), replace(parts, audio_dir=jsonl.with_suffix(""))
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     if jsonl.is_file():  # drop a row torn by the interruption, so the next one starts on its own line
         text = jsonl.read_bytes()

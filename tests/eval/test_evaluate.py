@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qinyu_lit.cli import main
 from qinyu_lit.eval.eval_sets import read_eval_set
@@ -70,7 +71,11 @@ def test_two_checkpoints_give_every_table_side_by_side(untrained, capsys):
         assert sorted(r["pass"] for r in rows) == sorted(["asr", "qa", "tts", "ablation"] * PER_TASK)
         asr = next(r for r in rows if r["pass"] == "asr")
         assert {"reference", "hypothesis", "errors", "units"} <= set(asr)
-        assert list((out / "pair" / "tb" / label).glob("events.out.tfevents.*"))
+        assert len(list((out / "pair" / label / "demo" / "tts").glob("*.wav"))) == PER_TASK  # the spoken replies
+        events = EventAccumulator(str(out / "pair" / "tb" / label))
+        events.Reload()
+        assert "eval/demo/tts.wer" in events.Tags()["scalars"]
+        assert "eval/demo/ablation/tts0" in events.Tags()["audio"]
 
 
 @pytest.mark.usefixtures("one_thread")
