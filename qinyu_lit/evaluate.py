@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import QinYuError
+from .data.features import resample
 from .eval.eval_sets import EvalRow, read_eval_set
 from .eval.report import figures, write_report
 from .eval.tasks import TASKS, Components, Skip, passes_for, run_set
@@ -33,9 +34,11 @@ class TransformersASR:
         from transformers import pipeline
 
         self.pipe = pipeline("automatic-speech-recognition", model=model, device=device)
+        self.sample_rate = int(self.pipe.feature_extractor.sampling_rate)
 
     def transcribe(self, wav: np.ndarray, sample_rate: int, language: str = "en") -> str:
-        return self.pipe({"raw": np.asarray(wav, np.float32), "sampling_rate": sample_rate})["text"]
+        wav = resample(np.asarray(wav, np.float32), sample_rate, self.sample_rate)  # e.g. Mimi's 24 kHz -> 16 kHz
+        return self.pipe({"raw": wav, "sampling_rate": self.sample_rate})["text"]
 
 
 def _asr(name: str, device: str):
@@ -159,6 +162,8 @@ def evaluate_cmd(
         passes = passes_for(tasks or TASKS)
     except ValueError as e:
         raise QinYuError(str(e)) from None
+    if asr == "demo" and codec != "demo":
+        raise QinYuError(f"--asr demo reads the demo codec's tones; with --codec {codec} give a real ASR model (--asr NAME)")
     for path in checkpoints:
         if not Path(path).exists():
             raise QinYuError(f"{path}: no such checkpoint (.ckpt from qinyu-lit fit) or export directory")

@@ -145,6 +145,7 @@ def test_a_checkpoint_without_audio_heads_skips_the_speech_passes_and_counts_the
         (["--set", "librispeech"], "--set 'librispeech': give NAME=MANIFEST"),
         (["--set", "x=nowhere.jsonl"], "no such manifest: nowhere.jsonl"),
         (["--tasks", "asr", "wer"], "--tasks: unknown ['wer']; choose from"),
+        (["--codec", "tiny-mimi"], "--asr demo reads the demo codec's tones; with --codec tiny-mimi give a real ASR"),
     ],
 )
 def test_user_errors_are_one_line(untrained, capsys, args, message):
