@@ -87,11 +87,16 @@ def _labels(checkpoints: list[str]) -> dict[str, str]:
     return labels
 
 
-def _components(model, codec, asr, encoder, max_new_positions: int) -> Components:
+def _components(model, codec, asr, encoder, max_new_positions: int, card: dict | None = None) -> Components:
+    """A persona checkpoint's card (system prompt, voice) fills rows that give neither, as ``generate`` does."""
+    card = card or {}
+
     def reply(row: EvalRow, speaker, audio_sampler):
+        if speaker is None:
+            speaker = row.agent_speaker if row.agent_speaker else card.get("voice")
         try:
-            return reply_to(model, text=row.prompt_text or None, audio=row.prompt_audio, system=row.system,
-                            speaker=speaker if speaker is not None else row.agent_speaker,
+            return reply_to(model, text=row.prompt_text or None, audio=row.prompt_audio,
+                            system=row.system or card.get("system_prompt", ""), speaker=speaker,
                             max_new_positions=max_new_positions, audio_sampler=audio_sampler)  # fmt: skip
         except ValueError as e:  # an input this checkpoint cannot take (inference.check_inputs)
             raise Skip(str(e)) from None
@@ -177,11 +182,11 @@ def evaluate_cmd(
     asr_model = _asr(asr, device) if {"tts", "ablation"} & {*passes} else None
     by_checkpoint = {}
     for label, path in labels.items():
-        model, _ = load_with_persona(path, device=device)
+        model, card = load_with_persona(path, device=device)
         codec_model = load_codec(codec, device=device)
         check_codec(model, codec_model)
         encoder = _speaker_encoder(speaker_encoder, model.config.speaker_dim, device) if "tts" in passes else None
-        parts = _components(model, codec_model, asr_model, encoder, max_new_positions)
+        parts = _components(model, codec_model, asr_model, encoder, max_new_positions, card)
         by_checkpoint[label] = {s: figures(run_set(parts, rows, passes, out / label / f"{s}.jsonl", f"{label}/{s}"))
                                 for s, (rows, _) in read.items()}  # fmt: skip
     text = write_report(out, by_checkpoint, {s: skips for s, (_, skips) in read.items()}, labels)
