@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 from .data.datamodule import QinYuDataModule
 from .data.errors import QinYuError
 from .data.index import absolute_if_local
+from .evaluate import evaluate_argv, evaluate_cmd
 from .model.encoders import encoder_mel_bins, front_end_of
 from .model.official import convert_official_cmd
 from .model.voice_design_official import convert_voice_design_cmd
@@ -247,6 +248,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "demo-persona": (demo_persona_cmd, "write a demo persona folder (profile, voice, dialogues)"),
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
+    "evaluate": (evaluate_cmd, "the paper's tables (ASR, TTS, SS, pitch, ablation, QA, speed) for checkpoints, side by side"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
     "convert-voice-design": (convert_voice_design_cmd, "the released VoiceDesign weights (.pt) -> a voice-design directory"),
     "voice-design-data": (voice_design_data_cmd, "VoiceDesign training pairs (description, embedding) from recordings and persona folders"),
@@ -268,6 +270,8 @@ def _entry(name: str) -> tuple[object, str]:
 
 def command_args(name: str, rest: list[str]) -> list[str]:
     """The arguments jsonargparse gets: ``demo-data data/demo`` = ``demo-data --out_dir data/demo``."""
+    if name == "evaluate":  # checkpoints as positionals and multi-value flags: jsonargparse wants JSON lists
+        return evaluate_argv(rest)
     flag = OPTIONAL_POSITIONAL.get(name)
     return [flag, *rest] if flag and rest and not rest[0].startswith("-") else rest
 
