@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inference import load_model, reply_to
+from .inference import reply_to
 from .prep.persona_data import CARD_NAME
 from .stages.checkpoints import PARTS_NAME
 
@@ -79,33 +79,3 @@ class PersonaBank:
             kwargs.setdefault("speaker", np.asarray(card["voice"], dtype=np.float32))
         return reply_to(self.model, text=text, **kwargs)
 
-
-def persona_reply_cmd(
-    base: str,
-    adapter: str,
-    text: str,
-    out: str | None = None,
-    max_new_positions: int = 512,
-    device: str = "cpu",
-) -> None:
-    """Reply in character: the base model + one persona adapter, its system prompt and its voice.
-
-    Args:
-        base: the base the persona was trained on: an exported directory or a checkpoint (SFT).
-        adapter: a persona adapter directory (``qinyu-lit export CKPT DIR --adapter_only true``).
-        text: the user's message.
-        out: write the generated codes ``[8, frames]`` to this ``.npy`` file.
-        max_new_positions: stop after this many generated positions.
-        device: ``cpu`` or ``cuda``.
-    """
-    bank = PersonaBank(load_model(base, device=device))
-    name = Path(adapter).name
-    card = bank.add(name, adapter)
-    result = bank.reply(text, persona=name, max_new_positions=max_new_positions)
-    print(f"[{card.get('profile', {}).get('name', name)}] {result.text}")
-    print(
-        f"audio frames: {result.codes.shape[1]} x {result.codes.shape[0]} codebooks; finished={result.finished}"
-    )
-    if out:
-        np.save(out, result.codes.cpu().numpy(), allow_pickle=False)
-        print(f"codes written to {out}")
