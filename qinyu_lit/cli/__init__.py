@@ -1,6 +1,6 @@
 """The ``qinyu-lit`` command (``qinyu-lit --help`` lists every command from ``COMMANDS``).
 
-* ``qinyu-lit fit|validate|test|predict --config recipes/sft.yaml`` - LightningCLI (``cli/lightning.py``):
+* ``qinyu-lit fit|validate|test|predict --config recipes/sft.yaml`` - LightningCLI (``cli/lightning_cli.py``):
   model and data chosen by ``class_path``, every argument overridable (``--trainer.max_steps 20``),
   ``--print_config`` shows the resolved recipe.
 * ``qinyu-lit demo-data [--out_dir] DIR`` - write the deterministic demo corpus and its tokenizer.
@@ -32,7 +32,7 @@ from ..data.errors import QinYuError
 from .errors import LIGHTNING_COMMANDS, user_error_message
 
 # every command of ``qinyu-lit``: name -> (what runs it, relative to qinyu_lit; its line in ``qinyu-lit --help``).
-# LightningCLI's subcommands (target None) run through ``cli.lightning``; the others through jsonargparse's ``CLI``.
+# LightningCLI's subcommands (target None) run through ``cli.lightning_cli``; the others through jsonargparse's ``CLI``.
 COMMANDS: dict[str, tuple[str | None, str]] = {
     "fit": (None, "train a stage from a recipe: qinyu-lit fit --config recipes/tiny/sft.yaml"),
     "validate": (None, "validation loss and metrics of a checkpoint (--config RECIPE --ckpt_path CKPT)"),
@@ -49,6 +49,15 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
 }  # fmt: skip
 # positional arguments that may stand for an option: (how many plain positionals come first, the option)
 OPTIONAL_POSITIONAL = {"demo-data": (0, "--out_dir"), "persona-reply": (2, "--text")}
+
+
+def __getattr__(name: str):
+    """``qinyu_lit.cli.QinYuCLI`` and ``lightning_main`` (``cli/lightning_cli.py``), imported on first use."""
+    if name in ("QinYuCLI", "lightning_main"):
+        from . import lightning_cli
+
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _entry(name: str) -> tuple[object, str]:
@@ -92,7 +101,7 @@ def _run(args: list[str], from_terminal: bool, debug: bool = False) -> None:
         CLI(_entry(name)[0], args=command_args(name, args[1:]), prog=f"qinyu-lit {name}")
         return
     if name.startswith("-") or name in LIGHTNING_COMMANDS:  # LightningCLI also takes --config before the subcommand
-        from .lightning import lightning_main
+        from .lightning_cli import lightning_main
 
         # from a terminal LightningCLI reads sys.argv itself (and warns if it is also given args)
         lightning_main(None if from_terminal else args, debug=debug)

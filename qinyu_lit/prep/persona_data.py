@@ -281,26 +281,33 @@ def demo_persona_cmd(
           f"clips/ + codes/ ({dialogues} dialogues), dialogues.jsonl; next: qinyu-lit persona-data {out} OUT_DIR --codec_name demo-rule --codebook_size 64")  # fmt: skip
 
 
+# (word index, spoken?) pairs no demo persona trains on: 4 words never heard, 4 others never read (spoken ones
+# are asked by user voices the persona data does not use either; ``held_out_persona_questions``)
+HELD_OUT = {(0, True), (4, True), (8, True), (12, True), (3, False), (7, False), (11, False), (15, False)}
+
+
 def demo_persona_questions(name: str, dialogues: int, seed: int = 0) -> list[tuple[str, bool]]:
-    """The training questions of a demo persona: (one demo word, spoken?). Each word is asked in one way only:
-    the even-indexed words spoken, the odd ones typed, so the other way of asking each word is held out
-    (``held_out_persona_questions``)."""
+    """The training questions of a demo persona: (one demo word, spoken?), every word both ways except ``HELD_OUT``."""
     from .demo import WORDS
 
+    pairs = [(i, spoken) for i in range(len(WORDS)) for spoken in (True, False) if (i, spoken) not in HELD_OUT]
     order = np.random.default_rng([seed, sum(map(ord, name))]).permutation(dialogues)
-    return [(WORDS[i % len(WORDS)], (i % len(WORDS)) % 2 == 0) for i in order]
+    return [(WORDS[pairs[k % len(pairs)][0]], pairs[k % len(pairs)][1]) for k in order]
 
 
-def held_out_persona_questions() -> list[tuple[str, bool]]:
-    """The 16 questions no demo persona trains on: each word asked the other way (odd words spoken, even typed)."""
+def held_out_persona_questions() -> list[tuple[str, bool, int]]:
+    """The 12 questions no demo persona trains on: (word, spoken?, user voice): ``HELD_OUT``'s spoken words by
+    two unseen user voices (104, 107; training uses 100-103), its typed words once."""
     from .demo import WORDS
 
-    return [(word, i % 2 == 1) for i, word in enumerate(WORDS)]
+    spoken = [(WORDS[i], True, v) for i, said in sorted(HELD_OUT) if said for v in (104, 107)]
+    return spoken + [(WORDS[i], False, 0) for i, said in sorted(HELD_OUT) if not said]
 
 
 def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int | None = None, dialogues: int = 160,
                       speaker_dim: int = 16, codebook_size: int = 64, seed: int = 0) -> Path:  # fmt: skip
-    """A deterministic persona folder built from the demo corpus rules (no downloads)."""
+    """A deterministic persona folder built from the demo corpus rules (no downloads), plus ``question.wav``:
+    a held-out spoken question ("sun", answered "moon calm" by the captain)."""
     import soundfile
 
     from .demo import (
@@ -342,11 +349,12 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int | N
     for d, (question, spoken) in enumerate(demo_persona_questions(name, dialogues, seed)):
         reply = persona_answer(question, name)
         np.save(out / "codes" / f"a{d}.npy", demo_codes(reply, voice, 8, codebook_size))
-        user = {"role": "user", "text": question}
-        if spoken:  # the question as speech (a user voice of the demo corpus), no text
-            soundfile.write(out / "clips" / f"q{d}.wav", demo_speech(question, 100 + d % 4), SAMPLE_RATE)
-            user = {"role": "user", "text": "", "audio": f"clips/q{d}.wav"}
+        soundfile.write(out / "clips" / f"q{d}.wav", demo_speech(question, 100 + d % 4), SAMPLE_RATE)
+        # the question as speech (a user voice of the demo corpus, no text) or typed
+        user = {"role": "user", "text": "", "audio": f"clips/q{d}.wav"} if spoken else {"role": "user", "text": question}
         turns = [user, {"role": "assistant", "text": reply, "codes": f"codes/a{d}.npy"}]
         lines.append(json.dumps({"key": f"{name}{d:04d}", "turns": turns}))
     (out / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    word, _, user_voice = held_out_persona_questions()[0]  # a question it never heard: docs/stages.md asks it
+    soundfile.write(out / "question.wav", demo_speech(word, user_voice), SAMPLE_RATE)
     return out

@@ -46,16 +46,33 @@ class KeepWorkOnInterrupt(OnExceptionCheckpoint):
             return
         trainer.save_checkpoint(self.ckpt_path)
         if trainer.is_global_zero:
-            argv = " ".join(a for a in sys.argv[1:] if a != "--ckpt_path" and not a.endswith(".ckpt"))
             print(
                 f"\n[qinyu-lit] interrupted at step {trainer.global_step}: saved {self.ckpt_path}; resume with\n"
-                f"  qinyu-lit {argv or 'fit --config RECIPE'} --ckpt_path last",
+                f"  qinyu-lit {_command_line()} --ckpt_path last",
                 file=sys.stderr,
             )
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         """Keep the file (Lightning's own removes it whenever a later run ends normally); a resumed run
         that ends normally leaves a newer ``last.ckpt``, which ``--ckpt_path last`` prefers."""
+
+
+def _command_line() -> str:
+    """This run's ``qinyu-lit`` arguments without its own ``--ckpt_path`` (shell-quoted), to rerun it."""
+    import shlex
+
+    args, out = sys.argv[1:], []
+    if not args or args[0] not in ("fit", "--config", "-c"):  # not started as `qinyu-lit fit` (a notebook, a test)
+        return "fit --config RECIPE [your overrides]"
+    skip = False
+    for arg in args:
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+            continue
+        skip = arg == "--ckpt_path"
+        if not skip:
+            out.append(arg)
+    return shlex.join(out)
 
 
 def _remove_empty_run(trainer) -> None:
