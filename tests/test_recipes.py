@@ -154,6 +154,6 @@ def test_ctrl_c_keeps_a_checkpoint_that_ckpt_path_last_resumes(demo_dir, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "interrupted.ckpt" in resumed.stdout + resumed.stderr  # Lightning names the checkpoint it restores
     # the progress bar counts global steps against max_steps across epochs, and goes on from the resumed step
-    assert re.search(r"\| \d+/1000 \[", out) and re.search(rf"\| {step + 2}/{step + 2} \[", resumed.stderr)
+    assert re.search(r"\| \d+/1000 \[", out) and re.search(rf"\| {step + 2}/{step + 2} \[", resumed.stdout)
     last = torch.load(tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == step + 2
