@@ -281,33 +281,28 @@ def demo_persona_cmd(
           f"clips/ + codes/ ({dialogues} dialogues), dialogues.jsonl; next: qinyu-lit persona-data {out} OUT_DIR --codec_name demo-rule --codebook_size 64")  # fmt: skip
 
 
-# (word index, spoken?) pairs no demo persona trains on: 4 words never heard, 4 others never read (spoken ones
-# are asked by user voices the persona data does not use either; ``held_out_persona_questions``)
-HELD_OUT = {(0, True), (4, True), (8, True), (12, True), (3, False), (7, False), (11, False), (15, False)}
-
-
 def demo_persona_questions(name: str, dialogues: int, seed: int = 0) -> list[tuple[str, bool]]:
-    """The training questions of a demo persona: (one demo word, spoken?), every word both ways except ``HELD_OUT``."""
+    """The training questions of a demo persona: (one demo word, spoken?). Each word is asked in one way only:
+    the even-indexed words spoken, the odd ones typed, so the other way of asking each word is held out
+    (``held_out_persona_questions``)."""
     from .demo import WORDS
 
-    pairs = [(i, spoken) for i in range(len(WORDS)) for spoken in (True, False) if (i, spoken) not in HELD_OUT]
     order = np.random.default_rng([seed, sum(map(ord, name))]).permutation(dialogues)
-    return [(WORDS[pairs[k % len(pairs)][0]], pairs[k % len(pairs)][1]) for k in order]
+    return [(WORDS[i % len(WORDS)], (i % len(WORDS)) % 2 == 0) for i in order]
 
 
 def held_out_persona_questions() -> list[tuple[str, bool, int]]:
-    """The 12 questions no demo persona trains on: (word, spoken?, user voice): ``HELD_OUT``'s spoken words by
-    two unseen user voices (104, 107; training uses 100-103), its typed words once."""
+    """The 16 questions no demo persona trains on: (word, spoken?, user voice), each word asked the other way
+    (odd words spoken, by user voice 107, which the persona data does not use; even words typed)."""
     from .demo import WORDS
 
-    spoken = [(WORDS[i], True, v) for i, said in sorted(HELD_OUT) if said for v in (104, 107)]
-    return spoken + [(WORDS[i], False, 0) for i, said in sorted(HELD_OUT) if not said]
+    return [(word, i % 2 == 1, 107 if i % 2 == 1 else 0) for i, word in enumerate(WORDS)]
 
 
 def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int | None = None, dialogues: int = 160,
                       speaker_dim: int = 16, codebook_size: int = 64, seed: int = 0) -> Path:  # fmt: skip
     """A deterministic persona folder built from the demo corpus rules (no downloads), plus ``question.wav``:
-    a held-out spoken question ("sun", answered "moon calm" by the captain)."""
+    a held-out spoken question ("day", the captain's rule answers "night calm")."""
     import soundfile
 
     from .demo import (
@@ -355,6 +350,6 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int | N
         turns = [user, {"role": "assistant", "text": reply, "codes": f"codes/a{d}.npy"}]
         lines.append(json.dumps({"key": f"{name}{d:04d}", "turns": turns}))
     (out / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
-    word, _, user_voice = held_out_persona_questions()[0]  # a question it never heard: docs/stages.md asks it
+    word, _, user_voice = next(q for q in held_out_persona_questions() if q[1])  # never heard: docs/stages.md asks it
     soundfile.write(out / "question.wav", demo_speech(word, user_voice), SAMPLE_RATE)
     return out

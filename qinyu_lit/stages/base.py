@@ -92,7 +92,7 @@ class QinYuStage(L.LightningModule):
         val_max_new_positions: length limit of those generations (text ids + audio frames); each also
             stops at twice its reference's length + 16.
         val_per_task: per-task loss and accuracy in validation/test (one extra forward pass per batch).
-        val_codec: codec to hear generated speech in TensorBoard: ``demo`` (the demo corpus's tone decoder), a Mimi name or directory
+        val_codec: codec to hear generated speech in TensorBoard: a Mimi name or directory
             (``kyutai/mimi``) or a dict of ``MimiConfig`` fields; ``None`` logs text only.
     """
 
@@ -285,12 +285,7 @@ class QinYuStage(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         evaluator = self.evaluators[self._eval_split]
         if self.val_codec is not None and evaluator.codec is None:
-            if self.val_codec == "demo":  # the demo's tone decoder, as `generate --codec demo`
-                from ..prep.demo import DemoRuleCodec
-
-                evaluator.codec = DemoRuleCodec()
-            else:
-                evaluator.codec = MimiCodec(self.val_codec)  # not a module: stays out of checkpoints
+            evaluator.codec = MimiCodec(self.val_codec)  # not a module: stays out of checkpoints
         evaluator.start(sanity_check=self._trainer is not None and self.trainer.sanity_checking)
 
     def on_validation_epoch_end(self) -> None:
