@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .data.files import CARD_NAME
-from .inference import load_model, reply_to
+from .inference import reply_to
 from .stages.checkpoints import PARTS_NAME
-from .stages.voice_design_cli import design_agent_voice
 
 
 class PersonaBank:
@@ -80,42 +79,3 @@ class PersonaBank:
             kwargs.setdefault("speaker", np.asarray(card["voice"], dtype=np.float32))
         return reply_to(self.model, text=text, **kwargs)
 
-
-def persona_reply_cmd(
-    base: str,
-    adapter: str,
-    text: str,
-    out: str | None = None,
-    max_new_positions: int = 512,
-    device: str = "cpu",
-    voice_description: str | None = None,
-    voice_design: str | None = None,
-) -> None:
-    """Reply in character: the base model + one persona adapter, its system prompt and its voice.
-
-    Args:
-        base: the base the persona was trained on: an exported directory or a checkpoint (SFT).
-        adapter: a persona adapter directory (``qinyu-lit export CKPT DIR --adapter_only true``).
-        text: the user's message.
-        out: write the generated codes ``[8, frames]`` to this ``.npy`` file.
-        max_new_positions: stop after this many generated positions.
-        device: ``cpu`` or ``cuda``.
-        voice_description: instead of the card's voice, design one from these words (with ``voice_design``); they
-            are added to the card's system prompt (docs/voice_design.md).
-        voice_design: the VoiceDesign checkpoint (``.ckpt`` of ``VoiceDesignStage`` or a saved directory).
-    """
-    bank = PersonaBank(load_model(base, device=device))
-    name = Path(adapter).name
-    card = bank.add(name, adapter)
-    voice = {}
-    if voice_description is not None:  # a designed voice, and its description in the system prompt
-        speaker, system = design_agent_voice(voice_design, voice_description, card.get("system_prompt", ""), device=device)
-        voice = {"speaker": speaker, "system": system}
-    result = bank.reply(text, persona=name, max_new_positions=max_new_positions, **voice)
-    print(f"[{card.get('profile', {}).get('name', name)}] {result.text}")
-    print(
-        f"audio frames: {result.codes.shape[1]} x {result.codes.shape[0]} codebooks; finished={result.finished}"
-    )
-    if out:
-        np.save(out, result.codes.cpu().numpy(), allow_pickle=False)
-        print(f"codes written to {out}")

@@ -40,3 +40,40 @@ def test_print_config_resolves_links(capsys):
     text = capsys.readouterr().out
     assert "class_path: qinyu_lit.stages.SFTStage" in text
     assert "codebook_size: 64" in text and "betas:" in text
+
+
+# the full key set of the public Qwen3-8B config.json (sizes shrunk; every other value as published)
+QWEN3_8B_CONFIG = {
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 24, "hidden_act": "silu", "hidden_size": 96,
+    "initializer_range": 0.02, "intermediate_size": 256, "max_position_embeddings": 40960, "max_window_layers": 36,
+    "model_type": "qwen3", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True,
+    "use_sliding_window": False, "vocab_size": 768,
+}  # fmt: skip
+
+
+def test_a_backbone_copied_from_a_hub_config_json_builds_as_transformers_reads_it(demo_dir, tmp_path, monkeypatch):
+    """rope_theta / rope_scaling (legacy names) reach the rotary embedding; the dtype key warns, net.dtype decides."""
+    import json
+
+    import torch
+
+    from qinyu_lit.stages.checkpoints import stage_from_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"net.backbone.torch_dtype: bfloat16 is not used: the weights are float32"):
+        main([
+            "fit", "--config", TINY_SFT,
+            "--model.init_args.net.backbone", json.dumps(QWEN3_8B_CONFIG),  # JSON null -> None
+            "--data.init_args.train", str(demo_dir / "train"), "--data.init_args.val", "null",
+            "--data.init_args.tokenizer", str(demo_dir / "tokenizer"), "--data.init_args.num_workers", "0",
+            "--trainer.max_steps", "1", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        ])  # fmt: skip
+    ckpt = tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt"  # the recipe's relative dirpath
+    backbone = stage_from_checkpoint(str(ckpt)).model.backbone
+    assert backbone.config.rope_parameters["rope_theta"] == 1000000  # not the default 10,000
+    inv_freq = backbone.model.rotary_emb.inv_freq
+    torch.testing.assert_close(inv_freq[1], torch.tensor(1e6 ** (-2 / 24)))
+    assert backbone.dtype == torch.float32  # net.dtype (None = float32), not the dict's bfloat16

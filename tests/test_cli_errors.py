@@ -180,3 +180,55 @@ def test_unnamed_sources_get_the_shortest_distinguishing_path_tail():
     names = [s.name for s in named_sources(["/x/asr/train", "/x/chat/train", "/y/songs/shard-{000..009}.tar"])]
     assert names == ["asr-train", "chat-train", "y-songs"]
     assert [s.name for s in named_sources([{"path": "/x/asr/train", "name": "asr"}, "/x/chat/train"])] == ["asr", "train"]
+
+
+# ---------------------------------------------------------------------------- LightningCLI's own mistakes, one line each
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--trainer.max_stpes", "3"], "unknown option --trainer.max_stpes; did you mean --trainer.max_steps?"),
+        (["--model.init_args.warmup_ration", "0.1"], "model.init_args: SFTStage has no option 'warmup_ration'; did you mean warmup_ratio?"),
+        (["--data.init_args.shufle_buffer", "3"], "data.init_args: QinYuDataModule has no option 'shufle_buffer'; did you mean shuffle_buffer?"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_option_is_one_line_naming_the_nearest(args, expected, capsys):
+    line = _error(capsys, "fit", "--config", TINY_SFT, *args, "--print_config")
+    assert line.startswith(f"qinyu-lit: error: {expected}"), line
+    assert len(capsys.readouterr().err.strip().splitlines()) == 0  # _error read the one line already
+
+
+def test_a_typo_inside_a_config_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "trainer.yaml").write_text("trainer:\n  max_stpes: 3\n")
+    line = _error(capsys, "fit", "--config", TINY_SFT, "--config", str(tmp_path / "trainer.yaml"), "--print_config")
+    assert line == "qinyu-lit: error: unknown option trainer.max_stpes; did you mean trainer.max_steps? (in a --config file)"
+    (tmp_path / "data.yaml").write_text("data:\n  init_args:\n    shufle_buffer: 3\n")
+    line = _error(capsys, "fit", "--config", TINY_SFT, "--config", str(tmp_path / "data.yaml"), "--print_config")
+    assert "QinYuDataModule has no option 'shufle_buffer'; did you mean shuffle_buffer?" in line
+
+
+def test_a_missing_config_file_is_one_line(tmp_path, capsys):
+    line = _error(capsys, "fit", "--config", str(tmp_path / "nowhere.yaml"))
+    assert line == f"qinyu-lit: error: --config {tmp_path / 'nowhere.yaml'}: no such file"
+
+
+def test_debug_keeps_lightning_clis_full_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", TINY_SFT, "--trainer.max_stpes", "3", "--debug"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "unrecognized arguments: --trainer.max_stpes" in err and len(err.splitlines()) > 10
+
+
+def test_a_tokenizer_folder_that_does_not_exist_is_named(tmp_path, demo_dir, capsys):
+    missing = str(tmp_path / "no" / "tokenizer")
+    line = _error(capsys, *_fit_args(str(demo_dir / "train"), missing))
+    assert line == f"qinyu-lit: error: no such tokenizer folder: {missing}"
+    assert not list((tmp_path / "fit_root").rglob("version_*"))  # a run that never stepped leaves no version_N
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text(json.dumps({"task": "text", "turns": [{"role": "user", "text": "hi"},
+                                                              {"role": "assistant", "text": "yo"}]}) + "\n")  # fmt: skip
+    line = _error(capsys, "data", "build", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                  "--codec", "tiny-mimi", "--tokenizer", missing, "--progress", "false")  # fmt: skip
+    assert line == f"qinyu-lit: error: no such tokenizer folder: {missing}"

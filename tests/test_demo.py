@@ -1,6 +1,7 @@
 """The README's first command, run as a newcomer runs it, ends with a model that does the demo's job.
 
-SLOW (about 4 minutes on 2 idle CPU cores): this is the exact README command - ``demo-data``
+SLOW (about 4 minutes on 2 idle CPU cores, shared with tests/test_persona_demo.py through the session
+fixture ``readme_demo`` in conftest.py): this is the exact README command - ``demo-data``
 then ``fit`` with the unchanged ``recipes/tiny/sft.yaml`` - followed by the README's ``generate``
 example. It checks what a student is promised: the spoken demo question gets the rule's answer
 with speech frames and a WAV, and the validation replies are mostly right.
@@ -8,12 +9,6 @@ Deselect it with ``-k 'not readme_demo'`` for a quick run.
 """
 
 from __future__ import annotations
-
-import shlex
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,35 +20,11 @@ from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.inference import load_model, reply_to
 from qinyu_lit.prep.demo import DEMO_QUESTION, DemoRuleCodec, answer, demo_codes
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def qinyu_lit(*args: str, cwd: Path) -> str:
-    """Run the ``qinyu-lit`` command (the installed entry point's module) in ``cwd``, as the README does."""
-    code = "import sys; from qinyu_lit.cli import main; sys.exit(main())"
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"qinyu-lit {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-def readme_first_command() -> list[list[str]]:
-    """The ``qinyu-lit`` steps of the README's first command (the set-up steps before them are CI's)."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
-    steps = [shlex.split(part) for part in block.replace("\\\n", " ").strip().split(" && ")]
-    return [step[1:] for step in steps if step[0] == "qinyu-lit"]
-
 
 @pytest.fixture(scope="module")
-def readme_run(tmp_path_factory):
-    """A fresh directory (a clone's recipes only) after the README's first command, run step by step."""
-    work = tmp_path_factory.mktemp("newcomer")
-    shutil.copytree(ROOT / "recipes", work / "recipes")
-    steps = readme_first_command()
-    assert [s[0] for s in steps] == ["demo-data", "fit", "generate"], steps  # data, training, the reply
-    logs = [qinyu_lit(*step, cwd=work) for step in steps]
-    ckpt = work / "checkpoints" / "tiny_sft" / "last.ckpt"  # the recipe's fixed dirpath
-    return work, ckpt, logs
+def readme_run(readme_demo):
+    """The README's first command, run once per session (``conftest.readme_demo``)."""
+    return readme_demo
 
 
 def test_readme_demo_prints_loss_as_it_trains(readme_run):

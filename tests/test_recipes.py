@@ -116,3 +116,45 @@ def test_the_front_end_and_its_mel_bins_follow_the_encoder(kind, encoder, front_
     )  # fmt: skip
     assert (cli.datamodule.hparams.audio_front_end, cli.datamodule.hparams.num_mel_bins) == (front_end, bins)
     assert cli.model.net_config.audio_encoder_type == kind
+
+
+def test_ctrl_c_keeps_a_checkpoint_that_ckpt_path_last_resumes(demo_dir, tmp_path):
+    """SIGINT during a tiny fit: interrupted.ckpt (the full trainer state) and the resume command; then
+    ``--ckpt_path last`` picks it up and the run ends at max_steps."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import torch
+
+    args = ["fit", "--config", str(RECIPES / "tiny" / "sft.yaml"), "--data.init_args.train", str(demo_dir / "train"),
+            "--data.init_args.val", "null", "--data.init_args.tokenizer", str(demo_dir / "tokenizer"),
+            "--data.init_args.num_workers", "0", "--trainer.logger.init_args.save_dir", "runs"]  # fmt: skip
+    code = "import sys; from qinyu_lit.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--trainer.max_steps", "1000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 240
+    while not re.search(r"Epoch [1-9]", "".join(seen)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)  # the demo fixture's 28 samples are 2 steps an epoch: epoch 1 means steps were taken
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    out = "".join(seen)
+    saved = tmp_path / "checkpoints" / "tiny_sft" / "interrupted.ckpt"
+    assert proc.returncode == 1 and saved.is_file(), out[-2000:]
+    step = torch.load(saved, map_location="cpu", weights_only=True)["global_step"]
+    assert step >= 2 and "--ckpt_path last" in out and f"interrupted at step {step}" in out
+    resumed = subprocess.run([sys.executable, "-c", code, *args, "--trainer.max_steps", str(step + 2), "--ckpt_path", "last"],
+                             cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "interrupted.ckpt" in resumed.stdout + resumed.stderr  # Lightning names the checkpoint it restores
+    # the progress bar counts global steps against max_steps across epochs, and goes on from the resumed step
+    assert re.search(r"\| \d+/1000 \[", out) and re.search(rf"\| {step + 2}/{step + 2} \[", resumed.stdout)
+    last = torch.load(tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == step + 2

@@ -92,10 +92,21 @@ def _check_profile(profile: str) -> None:
         )
 
 
+def _looks_local(name: str) -> bool:
+    """A path, not a hub id ("Qwen/Qwen3-8B"): absolute, relative (./, ../, ~), deeper than one slash, or
+    under a folder that exists here ("data/tok" next to data/)."""
+    first = name.split("/", 1)[0]
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or ("/" in name and Path(first).is_dir())
+
+
 def load_tokenizer(name_or_path: str, profile: str = "qinyu") -> PreTrainedTokenizerBase:
     """Load a tokenizer. ``qinyu``: add any missing QinYu special token at the end.
     ``official``: add nothing; every release token must be present."""
     _check_profile(profile)
+    if _looks_local(str(name_or_path)) and not Path(name_or_path).is_dir():  # not a hub "Repo id" error
+        from .errors import QinYuError
+
+        raise QinYuError(f"no such tokenizer folder: {name_or_path}")
     # never the custom code a folder may point at (the release's config.json has auto_map): no "run the
     # custom code? [y/N]" prompt, and the tokenizer is transformers' own class
     tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)

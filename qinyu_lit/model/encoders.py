@@ -7,6 +7,8 @@ class with random weights - that is how the tests get a tiny Qwen3 or FunAsrNano
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
@@ -43,6 +45,30 @@ def _dtype(name: str | None):
     return getattr(torch, name) if name else None
 
 
+# keys of a hub config.json that transformers accepts but whose config classes do not list: the legacy RoPE
+# names (mapped into ``rope_parameters`` by transformers itself), and the weight dtype (``net.dtype`` decides it)
+LEGACY_ROPE_KEYS = ("rope_theta", "rope_scaling")
+DTYPE_KEYS = ("torch_dtype", "dtype")
+
+
+def hub_config_dict(spec: dict, dtype: str | None, where: str = "net.backbone") -> dict:
+    """A ``config.json`` copied from the hub, as the backbone is built from it: its dtype key is dropped
+    (the model's dtype is ``net.dtype``: a different value only warns), the rest goes to transformers."""
+    # JSON null reaches a class's nested dict through LightningCLI as the string "None" (jsonargparse 4.53);
+    # no transformers config field takes that string, so it is None
+    spec = {k: None if v in ("None", "null") else v for k, v in spec.items()}
+    model_dtype = dtype or "float32"
+    for key in DTYPE_KEYS:
+        value = spec.pop(key, None)
+        if value is not None and str(value).removeprefix("torch.") != model_dtype:
+            warnings.warn(
+                f"{where}.{key}: {value} is not used: the weights are {model_dtype}, set by net.dtype "
+                f"(set net.dtype: {str(value).removeprefix('torch.')} to load them so)",
+                stacklevel=3,
+            )
+    return spec
+
+
 def build_backbone(spec: str | dict, attn_implementation: str = "auto", dtype: str | None = None) -> nn.Module:
     """Any causal LM from ``transformers`` (paper: Qwen3-8B, Youtu-LLM-4B).
 
@@ -51,13 +77,14 @@ def build_backbone(spec: str | dict, attn_implementation: str = "auto", dtype: s
     attn_implementation = resolve_attn_implementation(attn_implementation)
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=_dtype(dtype))
-    spec = dict(spec)
+    spec = hub_config_dict(spec, dtype)
     model_type = spec.pop("model_type", None)
     if model_type not in CONFIG_MAPPING:
         raise QinYuError(f"net.backbone: model_type must name a transformers model (e.g. 'qwen3'), got {model_type!r}")
+    legacy = {k: spec.pop(k) for k in LEGACY_ROPE_KEYS if k in spec}  # transformers maps them into rope_parameters
     # a PretrainedConfig keeps unknown keys silently: a typo would leave the default width
     check_config_dict(CONFIG_MAPPING[model_type], spec, "net.backbone")
-    config = AutoConfig.for_model(model_type, **spec)
+    config = AutoConfig.for_model(model_type, **spec, **legacy)
     config._attn_implementation = attn_implementation
     model = AutoModelForCausalLM.from_config(config)
     return model.to(_dtype(dtype)) if dtype else model

@@ -46,6 +46,10 @@ CHARACTERS = {
     "grandpa": "You are Grandpa Lin, a warm storyteller who loves old songs and tea.",
     "robot": "You are Unit Seven, a cheerful robot who is curious about human feelings.",
 }
+# The demo personas (``qinyu-lit demo-persona``): each answers with the demo's opposites rule, then says its
+# catchphrase word (one token of the demo tokenizer), in its own voice - voices 3-5, none of the SFT corpus's
+# agent voices 0-2, so the rule codes (which depend on the voice) show whose voice a reply is in.
+PERSONAS = {"captain": (3, "calm"), "grandpa": (4, "tea"), "robot": (5, "curious")}  # name -> (voice, catchphrase)
 PROMPTS = {
     "asr": "Convert the speech to text.",
     "tts": "Convert the text to speech.",
@@ -106,6 +110,11 @@ def _answer(question: str) -> str:
 def answer(question: str) -> str:
     """What a model trained on the demo corpus should reply to ``question`` (sqa, text, conversation)."""
     return _answer(question.lower())
+
+
+def persona_answer(question: str, name: str) -> str:
+    """A demo persona's reply: the opposites answer, then its catchphrase ("hot sun" -> "cold moon calm")."""
+    return f"{answer(question)} {PERSONAS[name][1]}"
 
 
 def demo_samples(task: str, count: int, seed: int, speaker_dim: int, num_codebooks: int, codebook_size: int):

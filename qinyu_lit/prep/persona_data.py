@@ -261,15 +261,18 @@ def persona_data_cmd(
 
 
 def demo_persona_cmd(
-    out_dir: str, name: str = "captain", voice: int = 0, dialogues: int = 12, speaker_dim: int = 16
+    out_dir: str, name: str = "captain", voice: int | None = None, dialogues: int = 160, speaker_dim: int = 16
 ) -> None:
     """Write a demo persona folder (profile, voice clips with embeddings, dialogues) from the demo rules.
+
+    The character answers a 1-2 word question (spoken or typed) with the demo's opposites rule and adds its
+    catchphrase ("hot sun" -> "cold moon calm" for the captain), in its own voice (``prep.demo.PERSONAS``).
 
     Args:
         out_dir: the persona folder to create.
         name: one of the demo characters: captain, grandpa, robot.
-        voice: demo voice id (its codes and embedding).
-        dialogues: number of dialogues.
+        voice: demo voice id (its codes and embedding); default the character's own (3, 4, 5).
+        dialogues: number of dialogues (half spoken questions, half typed).
         speaker_dim: speaker embedding size (must match the model).
     """
     out = make_demo_persona(out_dir, name, voice, dialogues, speaker_dim)
@@ -277,12 +280,40 @@ def demo_persona_cmd(
           f"clips/ + codes/ ({dialogues} dialogues), dialogues.jsonl; next: qinyu-lit persona-data {out} OUT_DIR --codec_name demo-rule --codebook_size 64")  # fmt: skip
 
 
-def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0, dialogues: int = 12,
+def demo_persona_questions(name: str, dialogues: int, seed: int = 0) -> list[tuple[str, bool]]:
+    """The training questions of a demo persona: (one demo word, spoken?). Each word is asked in one way only:
+    the even-indexed words spoken, the odd ones typed, so the other way of asking each word is held out
+    (``held_out_persona_questions``)."""
+    from .demo import WORDS
+
+    order = np.random.default_rng([seed, sum(map(ord, name))]).permutation(dialogues)
+    return [(WORDS[i % len(WORDS)], (i % len(WORDS)) % 2 == 0) for i in order]
+
+
+def held_out_persona_questions() -> list[tuple[str, bool, int]]:
+    """The 16 questions no demo persona trains on: (word, spoken?, user voice), each word asked the other way
+    (odd words spoken, by user voice 107, which the persona data does not use; even words typed)."""
+    from .demo import WORDS
+
+    return [(word, i % 2 == 1, 107 if i % 2 == 1 else 0) for i, word in enumerate(WORDS)]
+
+
+def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int | None = None, dialogues: int = 160,
                       speaker_dim: int = 16, codebook_size: int = 64, seed: int = 0) -> Path:  # fmt: skip
-    """A deterministic persona folder built from the demo corpus rules (no downloads)."""
+    """A deterministic persona folder built from the demo corpus rules (no downloads), plus ``question.wav``:
+    a held-out spoken question ("day", the captain's rule answers "night calm")."""
     import soundfile
 
-    from .demo import CHARACTERS, SAMPLE_RATE, WORDS, demo_codes, demo_speech, voice_embedding
+    from .demo import (
+        CHARACTERS,
+        PERSONAS,
+        SAMPLE_RATE,
+        WORDS,
+        demo_codes,
+        demo_speech,
+        persona_answer,
+        voice_embedding,
+    )
 
     profiles = {
         "captain": ("Captain Mira", "a woman in her fifties from a harbour town", "captain of a small starship",
@@ -294,10 +325,10 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0
     }  # fmt: skip
     if name not in profiles:
         raise ValueError(f"demo persona must be one of {sorted(profiles)}, got {name!r}")
+    voice = PERSONAS[name][0] if voice is None else voice
     out = Path(out_dir)
-    (out / "voice").mkdir(parents=True, exist_ok=True)
-    (out / "codes").mkdir(exist_ok=True)
-    (out / "clips").mkdir(exist_ok=True)
+    for sub in ("voice", "codes", "clips"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     full, demo, social, temper, style = profiles[name]
     profile = dict(name=full, demographics=demo, social_identity=social, temperament=temper, vocal_style=style,
                    system_prompt=CHARACTERS[name])  # fmt: skip
@@ -307,17 +338,17 @@ def make_demo_persona(out_dir: str | Path, name: str = "captain", voice: int = 0
     for i in range(4):  # a few clips, each with its own noisy utterance embedding
         words = " ".join(rng.choice(WORDS, 4))
         soundfile.write(out / "voice" / f"clip{i}.wav", demo_speech(words, voice), SAMPLE_RATE)
-        np.save(
-            out / "voice" / f"clip{i}.npy", (base + 0.1 * rng.standard_normal(speaker_dim)).astype(np.float32)
-        )
+        np.save(out / "voice" / f"clip{i}.npy", (base + 0.1 * rng.standard_normal(speaker_dim)).astype(np.float32))
     lines = []
-    for d in range(dialogues):
-        question = " ".join(rng.choice(WORDS, int(rng.integers(3, 6))))
-        answer = f"{full.split()[-1].lower()} says " + " ".join(reversed(question.split()))
+    for d, (question, spoken) in enumerate(demo_persona_questions(name, dialogues, seed)):
+        reply = persona_answer(question, name)
+        np.save(out / "codes" / f"a{d}.npy", demo_codes(reply, voice, 8, codebook_size))
         soundfile.write(out / "clips" / f"q{d}.wav", demo_speech(question, 100 + d % 4), SAMPLE_RATE)
-        np.save(out / "codes" / f"a{d}.npy", demo_codes(answer, voice, 8, codebook_size))
-        turns = [{"role": "user", "text": "", "audio": f"clips/q{d}.wav"},
-                 {"role": "assistant", "text": answer, "codes": f"codes/a{d}.npy"}]  # fmt: skip
+        # the question as speech (a user voice of the demo corpus, no text) or typed
+        user = {"role": "user", "text": "", "audio": f"clips/q{d}.wav"} if spoken else {"role": "user", "text": question}
+        turns = [user, {"role": "assistant", "text": reply, "codes": f"codes/a{d}.npy"}]
         lines.append(json.dumps({"key": f"{name}{d:04d}", "turns": turns}))
     (out / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    word, _, user_voice = next(q for q in held_out_persona_questions() if q[1])  # never heard: docs/stages.md asks it
+    soundfile.write(out / "question.wav", demo_speech(word, user_voice), SAMPLE_RATE)
     return out

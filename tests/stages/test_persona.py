@@ -43,7 +43,9 @@ def test_persona_shards_carry_prompt_and_mean_voice(tmp_path):
         s.system == card["system_prompt"] == load_profile(src / "profile.yaml").prompt() for s in samples
     )
     assert all(np.array_equal(s.agent_speaker, np.asarray(card["voice"], dtype=np.float32)) for s in samples)
-    assert all(s.turns[-1].codes.shape[0] == 8 and s.turns[0].audio is not None for s in samples)
+    assert all(s.turns[-1].codes.shape[0] == 8 for s in samples)
+    spoken = [s.turns[0].audio is not None for s in samples]  # the demo asks half its questions by voice
+    assert 0 < sum(spoken) < len(samples) and all(bool(s.turns[0].text) != said for s, said in zip(samples, spoken, strict=True))
 
 
 def test_voice_from_clips_uses_the_speaker_encoder(tmp_path):
