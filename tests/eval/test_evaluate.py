@@ -9,10 +9,7 @@ tiny SFT recipe (minutes): it runs with ``QINYU_SLOW=1`` only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,21 +156,10 @@ def test_user_errors_are_one_line(untrained, capsys, args, message):
 # ---------------------------------------------------------------------------- the trained demo (slow)
 
 
-@pytest.fixture(scope="module")
-def trained_demo_ckpt(tmp_path_factory):
-    """The README's training (``demo-data`` + ``fit --config recipes/tiny/sft.yaml``), minutes on CPU."""
-    if os.environ.get("QINYU_SLOW") != "1":
-        pytest.skip("trains the tiny demo (minutes): set QINYU_SLOW=1")
-    work = tmp_path_factory.mktemp("trained")
-    shutil.copytree(ROOT / "recipes", work / "recipes")
-    code = "import sys; from qinyu_lit.cli import main; sys.exit(main())"
-    for step in (["demo-data", "--out_dir", "data/demo"], ["fit", "--config", "recipes/tiny/sft.yaml"]):
-        proc = subprocess.run([sys.executable, "-c", code, *step], cwd=work, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return work / "checkpoints" / "tiny_sft" / "last.ckpt"
-
-
-def test_trained_demo_speaks_intelligibly_and_worse_without_its_voice(trained_demo_ckpt, tmp_path):
+def test_trained_demo_speaks_intelligibly_and_worse_without_its_voice(readme_demo, tmp_path):
+    """After the README's training (the session's shared ``readme_demo`` run): TTS through the demo ASR is
+    intelligible, and zeroing the speaker vector makes it measurably worse (the demo's codes depend on the voice)."""
+    _, trained_demo_ckpt, _ = readme_demo
     out = tmp_path / "out"
     main(["evaluate", str(trained_demo_ckpt), "--demo_set", str(tmp_path / "set"), "--out_dir", str(out)])
     demo = json.loads((out / "default" / "figures.json").read_text())["figures"]["tiny_sft_last"]["demo"]
