@@ -20,7 +20,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from torchmetrics import MeanMetric
 from transformers import get_cosine_schedule_with_warmup
 
-from ..codec import MimiCodec  # the one runtime use of the codec loader (validation audio)
+from ..codec import DemoRuleCodec, MimiCodec  # the one runtime use of the codecs (validation audio)
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
 from ..model.flops import FlopShape, flop_shape, training_flops
@@ -81,7 +81,8 @@ class QinYuStage(L.LightningModule):
             stops at twice its reference's length + 16.
         val_per_task: per-task loss and accuracy in validation/test (one extra forward pass per batch).
         val_codec: codec to hear generated speech in TensorBoard: a Mimi name or directory
-            (``kyutai/mimi``) or a dict of ``MimiConfig`` fields; ``None`` logs text only.
+            (``kyutai/mimi``), a dict of ``MimiConfig`` fields, or ``demo`` (the demo's tone decoder,
+            ``codec.DemoRuleCodec``); ``None`` logs text only.
     """
 
     TRAINABLE: tuple[str, ...] = ()
@@ -226,8 +227,14 @@ class QinYuStage(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         evaluator = self.evaluators[self._eval_split]
         if self.val_codec is not None and evaluator.codec is None:
-            evaluator.codec = MimiCodec(self.val_codec)  # not a module: stays out of checkpoints
+            evaluator.codec = self.load_val_codec()  # not a module: stays out of checkpoints
         evaluator.start(sanity_check=self.attached and self.trainer.sanity_checking)
+
+    def load_val_codec(self):
+        """``val_codec`` as a codec: ``demo`` is the demo's tone decoder at the model's codebook sizes."""
+        if self.val_codec == "demo":
+            return DemoRuleCodec(self.net_config.num_codebooks, self.net_config.codebook_size)
+        return MimiCodec(self.val_codec)
 
     def on_validation_epoch_end(self) -> None:
         self.evaluators[self._eval_split].log_epoch(self, self._eval_split)
