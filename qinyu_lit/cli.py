@@ -36,6 +36,7 @@ from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
+from .stages.merge import merge_cmd
 from .stages.resume import explain_missing_last
 
 
@@ -233,6 +234,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
+    "merge": (merge_cmd, "Core-Cocktail: alpha * tuned + (1 - alpha) * base -> an export directory"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # commands whose first option may also be given as a bare first argument
