@@ -32,6 +32,7 @@ from .data.index import absolute_if_local
 from .model.encoders import encoder_mel_bins, front_end_of
 from .model.official import convert_official_cmd
 from .persona_bank import persona_reply_cmd
+from .prep.demo_pairs import demo_pairs_cmd
 from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
@@ -234,6 +235,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-data": (persona_data_cmd, "persona folder -> persona shards"),
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
+    "demo-pairs": (demo_pairs_cmd, "write the demo's DPO preference pairs (train.jsonl, val.jsonl)"),
     "merge": (merge_cmd, "Core-Cocktail: alpha * tuned + (1 - alpha) * base -> an export directory"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

@@ -1,0 +1,114 @@
+"""Preference pairs for DPO: a JSONL of pairs (``prep/demo_pairs.py`` documents the format) -> batches.
+
+Each pair is laid out twice with the SFT layout (``TokenLayout.build``): the chosen and the rejected
+conversation, whose supervised positions are the last assistant turn (text interleaved with speech).
+A batch of N pairs holds 2N unpacked rows - the N chosen, then the N rejected - so attention stays
+within each sequence as in SFT and the two replies of a pair share the batch.
+
+Checks: a pair whose prompts differ (any turn but the last, the system prompt, the agent voice) is
+refused naming the file, the key and the field; a pair whose replies are identical teaches nothing and
+is dropped with a warning, and counted (``PairsDataModule.identical``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from .batch import collate
+from .errors import QinYuError
+from .layout import TokenLayout, TokenSequence
+from .schema import CodecInfo, Sample, Turn
+from .tokenizer import load_tokenizer
+
+
+def _turns(rows: list[dict]) -> list[Turn]:
+    return [Turn(t["role"], t.get("text", ""), codes=None if t.get("codes") is None else np.asarray(t["codes"], np.int64))
+            for t in rows]
+
+
+def _sample(row: dict, key: str, turns: list[dict], side: str, codec: CodecInfo, path: str) -> Sample:
+    voice = row.get("agent_speaker")
+    return Sample(f"{key}/{side}", row["task"], _turns(turns), codec, system=row.get("system", ""),
+                  agent_speaker=None if voice is None else np.asarray(voice, np.float32), shard=path)
+
+
+def read_pairs(path: str | Path, codec: CodecInfo) -> tuple[list[tuple[str, Sample, Sample]], int]:
+    """JSONL pairs -> [(task, chosen sample, rejected sample)], and the number of identical pairs dropped."""
+    pairs, identical = [], 0
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        key = row.get("key", f"line {line_no}")
+        for field in ("task", "chosen", "rejected"):
+            if field not in row:
+                raise QinYuError(f"{path}: pair {key!r}, field {field!r}: missing")
+        chosen, rejected = row["chosen"], row["rejected"]
+        if chosen[:-1] != rejected[:-1]:
+            turn = next((i for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1], strict=False)) if a != b), len(chosen) - 1)
+            raise QinYuError(f"{path}: pair {key!r}, field 'rejected[{turn}]': the prompts differ (only the last turn may)")
+        if chosen[-1] == rejected[-1]:
+            identical += 1
+            warnings.warn(f"{path}: pair {key!r}: chosen and rejected replies are identical; pair skipped", stacklevel=2)
+            continue
+        chosen_sample, rejected_sample = (_sample(row, key, turns, side, codec, str(path))
+                                          for turns, side in ((chosen, "chosen"), (rejected, "rejected")))
+        pairs.append((row["task"], chosen_sample, rejected_sample))
+    return pairs, identical
+
+
+def collate_pairs(pairs: list[tuple[TokenSequence, TokenSequence]], pad_id: int, num_codebooks: int) -> dict:
+    """N pairs -> one batch of 2N rows (chosen rows first); ``pair_tasks`` names each pair's kind."""
+    batch = collate([[c] for c, _ in pairs] + [[r] for _, r in pairs], pad_id, num_codebooks)
+    batch["pair_tasks"] = [c.task for c, _ in pairs]
+    return batch
+
+
+class PairsDataModule(L.LightningDataModule):
+    """Preference pairs from JSONL files for ``DPOStage``.
+
+    Args:
+        train: the training pairs (JSONL).
+        val: held-out pairs (JSONL); ``None``: no validation.
+        tokenizer: the tokenizer directory or name (the model's).
+        pattern: interleave blocks, as for SFT.
+        num_codebooks: codebooks per audio frame.
+        codebook_size: codes per codebook.
+        batch_size: pairs per batch (each batch holds 2 x batch_size sequences).
+        seed: the shuffle of the training pairs.
+    """
+
+    def __init__(self, train: str, val: str | None = None, tokenizer: str = "data/demo/tokenizer",
+                 pattern: list[int] = (1, 8, 4, 8), num_codebooks: int = 8, codebook_size: int = 1024,
+                 batch_size: int = 8, seed: int = 0):  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters()
+        self.identical = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        self.layout = TokenLayout(load_tokenizer(hp.tokenizer), list(hp.pattern), hp.num_codebooks, hp.codebook_size)
+        codec = CodecInfo("pairs", hp.num_codebooks, hp.codebook_size, 0.0, 0)
+        self.data, self.identical = {}, 0
+        for split in ("train", "val"):
+            if hp[split] is not None:
+                pairs, identical = read_pairs(hp[split], codec)
+                self.identical += identical
+                self.data[split] = [(self.layout.build(c), self.layout.build(r)) for _, c, r in pairs]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        fn = partial(collate_pairs, pad_id=self.layout.ids.pad, num_codebooks=self.hparams.num_codebooks)
+        return DataLoader(self.data[split], batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=fn)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False) if "val" in self.data else []
