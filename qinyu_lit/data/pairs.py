@@ -12,20 +12,21 @@ is dropped with a warning, and counted (``PairsDataModule.identical``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
 from .batch import collate
+from .datamodule import QinYuDataModule
 from .errors import QinYuError
-from .layout import TokenLayout, TokenSequence
+from .layout import TokenSequence
 from .schema import CodecInfo, Sample, Turn
-from .tokenizer import load_tokenizer
 
 
 def _turns(rows: list[dict]) -> list[Turn]:
@@ -71,8 +72,9 @@ def collate_pairs(pairs: list[tuple[TokenSequence, TokenSequence]], pad_id: int,
     return batch
 
 
-class PairsDataModule(L.LightningDataModule):
-    """Preference pairs from JSONL files for ``DPOStage``.
+class PairsDataModule(QinYuDataModule):
+    """Preference pairs from JSONL files for ``DPOStage`` (a ``QinYuDataModule``, so recipes link the
+    tokenizer and codec sizes to the model as for every stage; the pairs are held in memory).
 
     Args:
         train: the training pairs (JSONL).
@@ -81,20 +83,31 @@ class PairsDataModule(L.LightningDataModule):
         pattern: interleave blocks, as for SFT.
         num_codebooks: codebooks per audio frame.
         codebook_size: codes per codebook.
+        audio_front_end: set from the model's encoder (recipes link it); the JSONL pairs hold no user speech yet.
+        num_mel_bins: set from the model's encoder (recipes link it).
+        token_layout: ``qinyu`` (the official layout is not supported for pairs).
         batch_size: pairs per batch (each batch holds 2 x batch_size sequences).
-        seed: the shuffle of the training pairs.
+        seed: the shuffle of the training pairs (``seed_everything`` seeds it).
     """
 
     def __init__(self, train: str, val: str | None = None, tokenizer: str = "data/demo/tokenizer",
-                 pattern: list[int] = (1, 8, 4, 8), num_codebooks: int = 8, codebook_size: int = 1024,
-                 batch_size: int = 8, seed: int = 0):  # fmt: skip
-        super().__init__()
-        self.save_hyperparameters()
+                 pattern: list[int] = [1, 8, 4, 8], num_codebooks: int = 8, codebook_size: int = 1024,  # noqa: B006
+                 audio_front_end: Literal["fbank_lfr", "whisper", "sense_voice"] = "fbank_lfr",
+                 num_mel_bins: int = 80, token_layout: Literal["qinyu"] = "qinyu", batch_size: int = 8, seed: int = 0):  # fmt: skip
+        super().__init__(train, val, tokenizer, list(pattern), num_codebooks, codebook_size, audio_front_end,
+                         num_mel_bins, token_layout=token_layout, batch_size=batch_size, seed=seed)  # fmt: skip
+        # Lightning saved this class's arguments only: the layout also reads the parent's (cmvn, dither, ...)
+        for name, param in inspect.signature(QinYuDataModule.__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                self.hparams.setdefault(name, param.default)
         self.identical = 0
+        self.data: dict[str, list] = {}
+
+    def prepare_data(self) -> None:
+        pass  # nothing to check ahead: the pairs are read in setup
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        self.layout = TokenLayout(load_tokenizer(hp.tokenizer), list(hp.pattern), hp.num_codebooks, hp.codebook_size)
         codec = CodecInfo("pairs", hp.num_codebooks, hp.codebook_size, 0.0, 0)
         self.data, self.identical = {}, 0
         for split in ("train", "val"):
@@ -112,3 +125,9 @@ class PairsDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False) if "val" in self.data else []
+
+    def state_dict(self) -> dict:
+        return {}  # an epoch of pairs is short: a resumed run restarts its epoch
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
