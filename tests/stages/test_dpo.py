@@ -13,6 +13,7 @@ import torch
 
 from qinyu_lit.data.errors import QinYuError
 from qinyu_lit.data.pairs import PairsDataModule
+from qinyu_lit.inference import reply_to
 from qinyu_lit.model.reply_logprob import position_logprobs, reply_logprobs
 from qinyu_lit.prep.demo_pairs import demo_pairs_cmd
 from qinyu_lit.stages.dpo import DPOStage, dpo_terms
@@ -99,7 +100,8 @@ def test_bad_pairs_identical_warned_and_counted_differing_prompts_refused(demo_d
 @pytest.mark.usefixtures("one_thread")
 def test_a_tiny_dpo_run_learns_the_held_out_preferences(tiny_net, demo_dir, pairs_dir):
     """From a random tiny model (the pairs follow the demo's rules, so they are learnable), DPO + the
-    chosen reply's SFT term; held-out pairs (another seed)."""
+    chosen reply's SFT term; held-out pairs (another seed). The voice preference is not learnt from
+    scratch in this budget (about 0.56): the bar is on the word task and on the overall gain."""
     L.seed_everything(0)
     stage = DPOStage(tiny_net, warmup_ratio=0.0, sft_weight=1.0, val_generate=0)
     stage.optimizer_factory = lambda groups: torch.optim.AdamW(groups, lr=3e-3)
@@ -112,10 +114,23 @@ def test_a_tiny_dpo_run_learns_the_held_out_preferences(tiny_net, demo_dir, pair
         checker = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
         return checker.validate(stage, dm.val_dataloader(), verbose=False)[0]
 
-    before = held_out()
+    before, replies_before = held_out(), right_replies(stage.model, pairs_dir)
     trainer.fit(stage, dm)
-    after = held_out()
+    after, replies_after = held_out(), right_replies(stage.model, pairs_dir)
     print({k: round(v, 3) for k, v in after.items() if "acc" in k})
     assert after["val_task/word/preference_acc"] >= 0.9
     assert after["val/preference_acc"] > before["val/preference_acc"]
     assert after["val/dpo_loss"] < math.log(2)
+    # through generate: the greedy reply to a held-out word prompt is the chosen word more often
+    print("right replies before / after:", replies_before, replies_after)
+    assert replies_after > replies_before and replies_after >= 12  # of 16
+
+
+@torch.no_grad()
+def right_replies(model, pairs_dir) -> int:
+    """Held-out word pairs whose greedy generated reply is the chosen word."""
+    rows = [json.loads(line) for line in (pairs_dir / "val.jsonl").read_text().splitlines()]
+    words = [r for r in rows if r["task"] == "word"]
+    model.eval()
+    replies = [reply_to(model, text=r["chosen"][0]["text"], max_new_positions=4).text.strip() for r in words]
+    return sum(reply == r["chosen"][-1]["text"] for reply, r in zip(replies, words, strict=True))
