@@ -37,6 +37,7 @@ from .prep.inspect import data_main
 from .prep.persona_data import demo_persona_cmd, persona_data_cmd
 from .stages.base import QinYuStage
 from .stages.checkpoints import export_cmd
+from .stages.dpo_ref import dpo_ref_cmd
 from .stages.merge import merge_cmd
 from .stages.resume import explain_missing_last
 
@@ -236,6 +237,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "persona-reply": (persona_reply_cmd, "a reply in character: base model + persona adapter"),
     "convert-official": (convert_official_cmd, "the released VITA-QinYu checkpoint -> a qinyu-lit export directory"),
     "demo-pairs": (demo_pairs_cmd, "write the demo's DPO preference pairs (train.jsonl, val.jsonl)"),
+    "dpo-ref": (dpo_ref_cmd, "add a reference model's reply log-probabilities to DPO pairs (no reference in memory)"),
     "merge": (merge_cmd, "Core-Cocktail: alpha * tuned + (1 - alpha) * base -> an export directory"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

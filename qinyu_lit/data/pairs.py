@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from .batch import collate
 from .datamodule import QinYuDataModule
 from .errors import QinYuError
-from .layout import TokenSequence
 from .schema import CodecInfo, Sample, Turn
 
 
@@ -40,8 +40,9 @@ def _sample(row: dict, key: str, turns: list[dict], side: str, codec: CodecInfo,
                   agent_speaker=None if voice is None else np.asarray(voice, np.float32), shard=path)
 
 
-def read_pairs(path: str | Path, codec: CodecInfo) -> tuple[list[tuple[str, Sample, Sample]], int]:
-    """JSONL pairs -> [(task, chosen sample, rejected sample)], and the number of identical pairs dropped."""
+def read_pairs(path: str | Path, codec: CodecInfo) -> tuple[list[tuple], int]:
+    """JSONL pairs -> [(task, chosen sample, rejected sample, reference log-probs or None)], and the
+    number of identical pairs dropped."""
     pairs, identical = [], 0
     for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
@@ -61,14 +62,19 @@ def read_pairs(path: str | Path, codec: CodecInfo) -> tuple[list[tuple[str, Samp
             continue
         chosen_sample, rejected_sample = (_sample(row, key, turns, side, codec, str(path))
                                           for turns, side in ((chosen, "chosen"), (rejected, "rejected")))
-        pairs.append((row["task"], chosen_sample, rejected_sample))
+        ref = row.get("ref_logp")  # [chosen, rejected] from `qinyu-lit dpo-ref`, if precomputed
+        pairs.append((row["task"], chosen_sample, rejected_sample, None if ref is None else tuple(ref)))
     return pairs, identical
 
 
-def collate_pairs(pairs: list[tuple[TokenSequence, TokenSequence]], pad_id: int, num_codebooks: int) -> dict:
-    """N pairs -> one batch of 2N rows (chosen rows first); ``pair_tasks`` names each pair's kind."""
-    batch = collate([[c] for c, _ in pairs] + [[r] for _, r in pairs], pad_id, num_codebooks)
-    batch["pair_tasks"] = [c.task for c, _ in pairs]
+def collate_pairs(pairs: list[tuple], pad_id: int, num_codebooks: int) -> dict:
+    """N pairs (chosen, rejected[, reference log-probs]) -> one batch of 2N rows (chosen rows first);
+    ``pair_tasks`` names each pair's kind, ``ref_logps`` [2N] holds precomputed reference log-probs."""
+    batch = collate([[p[0]] for p in pairs] + [[p[1]] for p in pairs], pad_id, num_codebooks)
+    batch["pair_tasks"] = [p[0].task for p in pairs]
+    refs = [p[2] if len(p) > 2 else None for p in pairs]
+    if all(r is not None for r in refs):
+        batch["ref_logps"] = torch.tensor([r[0] for r in refs] + [r[1] for r in refs], dtype=torch.float32)
     return batch
 
 
@@ -114,7 +120,7 @@ class PairsDataModule(QinYuDataModule):
             if hp[split] is not None:
                 pairs, identical = read_pairs(hp[split], codec)
                 self.identical += identical
-                self.data[split] = [(self.layout.build(c), self.layout.build(r)) for _, c, r in pairs]
+                self.data[split] = [(self.layout.build(c), self.layout.build(r), ref) for _, c, r, ref in pairs]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         fn = partial(collate_pairs, pad_id=self.layout.ids.pad, num_codebooks=self.hparams.num_codebooks)

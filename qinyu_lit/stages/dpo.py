@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
@@ -48,16 +49,20 @@ class DPOStage(QinYuStage):
         lora_alpha: LoRA scale numerator.
         target_modules: module names that get LoRA.
         trainable: parameter-name patterns that train; ``None``: the LoRA matrices (LoRA) or what SFT trains.
+        reference: ``model`` (the adapter disabled, or a frozen copy) or ``precomputed``: the pairs'
+            ``ref_logp`` written by ``qinyu-lit dpo-ref`` (no reference model in memory at all).
     """
 
     def __init__(self, net: QinYuConfig, beta: float = 0.1, length_normalise: bool = False, sft_weight: float = 0.0,
                  lora_r: int = 0, lora_alpha: int = 32, target_modules: list[str] = LLAMA_STYLE_PROJECTIONS,  # noqa: B006
-                 trainable: list[str] | None = None, **kwargs):  # fmt: skip
+                 trainable: list[str] | None = None, reference: Literal["model", "precomputed"] = "model",
+                 **kwargs):  # fmt: skip
         if trainable is None:
             trainable = ["backbone.*lora_A.*", "backbone.*lora_B.*"] if lora_r else list(SFTStage.TRAINABLE)
         super().__init__(net, trainable=trainable, **kwargs)
         self.beta, self.length_normalise, self.sft_weight = beta, length_normalise, sft_weight
         self.lora = dict(r=lora_r, lora_alpha=lora_alpha, target_modules=list(target_modules)) if lora_r else None
+        self.reference_source = reference
         self.reference = None  # the frozen copy (no LoRA); kept out of the state dict and the optimizer
 
     def adapt_model(self) -> None:
@@ -65,7 +70,7 @@ class DPOStage(QinYuStage):
             from peft import LoraConfig, get_peft_model
 
             self.model.backbone = get_peft_model(self.model.backbone, LoraConfig(**self.lora))
-        else:  # a plain attribute holder, so Lightning neither saves nor optimizes the copy
+        elif self.reference_source == "model":  # a plain attribute holder, so Lightning neither saves nor optimizes the copy
             self.__dict__["reference"] = copy.deepcopy(self.model).requires_grad_(False).eval()
 
     def reference_context(self):
@@ -73,6 +78,11 @@ class DPOStage(QinYuStage):
         return self.model.backbone.disable_adapter() if self.lora else contextlib.nullcontext()
 
     def reference_logprobs(self, batch: dict) -> torch.Tensor:
+        if self.reference_source == "precomputed":
+            if "ref_logps" not in batch:
+                raise ValueError("model.init_args.reference: precomputed, but the pairs hold no ref_logp; "
+                                 "run qinyu-lit dpo-ref on them first")
+            return batch["ref_logps"].to(self.device)
         with torch.no_grad(), self.reference_context():
             if self.reference is not None and self.reference.codebook_embed.weight.device != self.device:
                 self.reference.to(self.device)

@@ -134,3 +134,22 @@ def right_replies(model, pairs_dir) -> int:
     model.eval()
     replies = [reply_to(model, text=r["chosen"][0]["text"], max_new_positions=4).text.strip() for r in words]
     return sum(reply == r["chosen"][-1]["text"] for reply, r in zip(replies, words, strict=True))
+
+
+def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pairs_dir, tmp_path):
+    """``qinyu-lit dpo-ref`` with the starting model: the stage then holds no reference and starts at log 2."""
+    from qinyu_lit.cli import main
+
+    torch.manual_seed(0)
+    stage = DPOStage(tiny_net, reference="precomputed")
+    stage.configure_model()
+    assert stage.reference is None
+    stage.model.save_pretrained(tmp_path / "start")
+    main(["dpo-ref", "--model", str(tmp_path / "start"), "--pairs", str(pairs_dir / "val.jsonl"),
+          "--out", str(tmp_path / "val.jsonl")])  # fmt: skip
+    assert all("ref_logp" in json.loads(line) for line in (tmp_path / "val.jsonl").read_text().splitlines())
+    (tmp_path / "train.jsonl").write_text((tmp_path / "val.jsonl").read_text())
+    batch = next(iter(pairs_data(demo_dir, tmp_path).val_dataloader()))
+    with torch.no_grad():
+        terms = stage.dpo_step(batch)
+    assert terms["loss"].mean().item() == pytest.approx(math.log(2), abs=1e-4)
