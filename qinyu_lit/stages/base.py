@@ -18,7 +18,6 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from torchmetrics import MeanMetric
-from transformers import get_cosine_schedule_with_warmup
 
 from ..codec import DemoRuleCodec, MimiCodec  # the one runtime use of the codecs (validation audio)
 from ..eval.validation import StageEvaluator
@@ -32,6 +31,7 @@ from .guard import NonFiniteGuard
 from .logged_steps import is_logged_step
 from .resume import AtomicCheckpointIO, gather_counts, restore_counts
 from .run_length import total_optimizer_steps
+from .schedule import cosine_with_warmup
 from .sharding import shard_fsdp2
 from .throughput import PackedThroughputMonitor
 
@@ -66,6 +66,7 @@ class QinYuStage(L.LightningModule):
         net: what to build (backbone, encoder, codebooks, speaker size); see ``QinYuConfig``.
         optimizer: optimizer factory; recipes use AdamW, betas (0.9, 0.95) as in the paper.
         warmup_ratio: share of the run spent in linear warmup before the cosine decay (paper: 3%).
+        min_lr: the LR the cosine ends at (0: to zero; Core-Cocktail recipes: 1e-5, then 1e-6).
         trainable: parameter-name patterns that train; ``None`` uses the stage's declared policy.
         max_nonfinite_steps: NaN/inf losses in a row before the run stops (each one's step is skipped and counted).
         loss_normalization: ``mean``: each micro-batch's loss is its mean over its supervised positions (and
@@ -94,6 +95,7 @@ class QinYuStage(L.LightningModule):
         net: QinYuConfig,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         warmup_ratio: float = 0.03,
+        min_lr: float = 0.0,
         trainable: list[str] | None = None,
         init_from: str | None = None,
         max_nonfinite_steps: int = 10,
@@ -107,7 +109,7 @@ class QinYuStage(L.LightningModule):
         self.save_hyperparameters()
         self.net_config = net
         self.optimizer_factory = optimizer
-        self.warmup_ratio = warmup_ratio
+        self.warmup_ratio, self.min_lr = warmup_ratio, min_lr
         self.trainable_patterns = list(trainable) if trainable is not None else list(self.TRAINABLE)
         self.init_from = init_from
         self.model: QinYuModel | None = None
@@ -294,8 +296,6 @@ class QinYuStage(L.LightningModule):
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = self.optimizer_factory(groups)
         total = total_optimizer_steps(self.trainer)
-        warmup = int(self.warmup_ratio * total)
-        print(f"[qinyu-lit] {len(decay)} tensors with weight decay, {len(no_decay)} without; "
-              f"{warmup} warmup steps then cosine to step {total}")
-        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        print(f"[qinyu-lit] {len(decay)} tensors with weight decay, {len(no_decay)} without")
+        scheduler = cosine_with_warmup(optimizer, int(self.warmup_ratio * total), total, self.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
