@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,11 @@ def test_persona_checkpoint_is_lora_on_the_sft_weights(chain):
     sft = weights(chain["sft"])
     base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in persona.model.state_dict().items()
             if "lora_" not in k}  # fmt: skip
-    assert set(base) == set(sft) and all(torch.equal(base[k], sft[k]) for k in sft)
+    # what the recipe trains besides LoRA (e.g. the codebook heads for a new voice) moved; everything else is SFT's
+    trained = {k for k in base if any(fnmatch.fnmatch(k, p) for p in persona.trainable_patterns)}
+    assert set(base) == set(sft) and all(torch.equal(base[k], sft[k]) for k in sft if k not in trained)
+    assert all(not torch.equal(base[k], sft[k]) for k in trained)
+    assert len(trained) < len(base) // 4  # a LoRA persona: most of the model is the SFT model, bit for bit
 
 
 @pytest.mark.parametrize(
@@ -107,6 +112,11 @@ def test_persona_adapter_replies_in_character_from_the_cli(chain, tmp_path, caps
     main(["export", chain["persona"], str(adapter), "--adapter_only", "true"])
     main(["persona-reply", chain["sft"], str(adapter), "hello world", "--max_new_positions", "6",
           "--out", str(tmp_path / "reply.npy")])  # fmt: skip
-    assert capsys.readouterr().out.count("[Captain Mira]") == 1  # the card travelled: ckpt -> adapter dir
-    codes = np.load(tmp_path / "reply.npy")
-    assert codes.ndim == 2 and codes.shape[0] == 8
+    out = capsys.readouterr().out
+    assert out.count("[Captain Mira]") == 1  # the card travelled: ckpt -> adapter dir
+    assert (tmp_path / "reply.txt").is_file()
+    if (tmp_path / "reply.npy").is_file():  # codes [8, frames] when the 6 positions held speech
+        codes = np.load(tmp_path / "reply.npy")
+        assert codes.ndim == 2 and codes.shape[0] == 8 and codes.shape[1] > 0
+    else:  # never an empty .npy: the reply says why there is none
+        assert "without speech" in out and "wrote" in out
