@@ -173,7 +173,8 @@ def test_persona_reply_with_a_voice_description_feeds_the_designed_voice_and_pro
     monkeypatch.setattr("qinyu_lit.persona_bank.reply_to", lambda model, **kw: seen.append(kw) or inference.reply_to(model, **kw))
     ckpt = str(trained / "checkpoints" / "tiny_voice_design" / "last.ckpt")
     text = "a calm senior woman, a starship captain"
-    main(["persona-reply", str(base), str(adapter), "hot", "--voice_description", text, "--voice_design", ckpt, "--max_new_positions", "2"])
+    main(["persona-reply", str(base), str(adapter), "hot", "--voice_description", text, "--voice_design", ckpt, "--max_new_positions", "2",
+          "--out", str(tmp_path / "reply")])  # fmt: skip
     card = json.loads((shards / "persona.json").read_text())
     assert seen[0]["system"] == f"{card['system_prompt']}\n{text}"
     np.testing.assert_array_equal(seen[0]["speaker"], load_voice_design(ckpt).sample([text], seed=0)[0].numpy())
