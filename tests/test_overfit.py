@@ -98,7 +98,7 @@ def test_cli_writes_codes_and_a_wav_of_the_codec_rate_and_length(overfit, tmp_pa
     main(["generate", str(export_dir), "--audio", str(tmp_path / "question.wav"), "--text", user.text,
           "--out", str(tmp_path / "asr")])  # fmt: skip
     assert (tmp_path / "asr.txt").read_text().strip() == asr.turns[-1].text
-    assert np.load(tmp_path / "asr.npy").shape == (8, 0)  # a text-only reply
+    assert not (tmp_path / "asr.npy").exists()  # a text-only reply writes no (empty) codes
 
 
 def test_validation_metrics_of_the_memorised_samples(overfit, tiny_net_module, tmp_path):

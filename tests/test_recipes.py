@@ -134,7 +134,7 @@ def test_ctrl_c_keeps_a_checkpoint_that_ckpt_path_last_resumes(demo_dir, tmp_pat
             "--data.init_args.val", "null", "--data.init_args.tokenizer", str(demo_dir / "tokenizer"),
             "--data.init_args.num_workers", "0", "--trainer.logger.init_args.save_dir", "runs"]  # fmt: skip
     code = "import sys; from qinyu_lit.cli import main; sys.exit(main())"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--trainer.max_steps", "1000"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--trainer.max_steps", "1000000"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
@@ -155,6 +155,10 @@ def test_ctrl_c_keeps_a_checkpoint_that_ckpt_path_last_resumes(demo_dir, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "interrupted.ckpt" in resumed.stdout + resumed.stderr  # Lightning names the checkpoint it restores
     # the progress bar counts global steps against max_steps across epochs, and goes on from the resumed step
-    assert re.search(r"\| \d+/1000 \[", out) and re.search(rf"\| {step + 2}/{step + 2} \[", resumed.stdout)
+    assert re.search(r"\| \d+/1000000 \[", out) and re.search(rf"\| {step + 2}/{step + 2} \[", resumed.stdout)
     last = torch.load(tmp_path / "checkpoints" / "tiny_sft" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == step + 2
+    # without --ckpt_path a rerun starts afresh: the interrupt callback never turns fit into a resume
+    fresh = subprocess.run([sys.executable, "-c", code, *args, "--trainer.max_steps", "1"], cwd=tmp_path,
+                           capture_output=True, text=True)  # fmt: skip
+    assert fresh.returncode == 0 and "Restoring states" not in fresh.stdout + fresh.stderr, fresh.stderr[-2000:]

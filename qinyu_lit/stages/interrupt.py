@@ -1,10 +1,13 @@
 """What a run leaves when it stops early: Ctrl-C keeps the work, a run that never stepped leaves nothing.
 
-``KeepWorkOnInterrupt`` is Lightning's ``OnExceptionCheckpoint`` narrowed to what a user means by it:
+``KeepWorkOnInterrupt`` does what Lightning's ``OnExceptionCheckpoint`` does, narrowed to what a user means by
+it, on Lightning's own ``on_exception`` hook. It is not a subclass on purpose: Lightning turns every ``fit``
+into ``fit(ckpt_path="last")`` when an ``OnExceptionCheckpoint`` is present, so a recipe rerun would silently
+resume (or crash on an older run's shapes) instead of starting the run it describes.
 
 * Ctrl-C (``KeyboardInterrupt``) after the first optimizer step saves ``DIRPATH/interrupted.ckpt``
-  (the full trainer state: ``--ckpt_path last`` picks the newest of it and ``last.ckpt``) and prints
-  the command that resumes;
+  (the full trainer state: ``--ckpt_path last`` picks the newest of it and ``last.ckpt``,
+  ``stages/resume.py``) and prints the command that resumes;
 * any failure before the first step (a typo, missing data, a shape mismatch) removes the logger's
   new ``runs/NAME/version_N`` folder, which would otherwise hold only a config.yaml and bump the
   next run's version number;
@@ -20,13 +23,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 # what a logger folder holds before a first step: LightningCLI's config.yaml, hparams, an empty event file
 _EMPTY_RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents")
 
 
-class KeepWorkOnInterrupt(OnExceptionCheckpoint):
+class KeepWorkOnInterrupt(Callback):
     """Save ``dirpath/interrupted.ckpt`` on Ctrl-C and print the resume command; clean up a run that never stepped.
 
     Args:
@@ -35,7 +38,11 @@ class KeepWorkOnInterrupt(OnExceptionCheckpoint):
     """
 
     def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
-        super().__init__(dirpath, filename)
+        self.dirpath, self.filename = Path(dirpath), filename
+
+    @property
+    def ckpt_path(self) -> str:
+        return str(self.dirpath / f"{self.filename}.ckpt")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.global_step == 0:
@@ -51,10 +58,6 @@ class KeepWorkOnInterrupt(OnExceptionCheckpoint):
                 f"  qinyu-lit {_command_line()} --ckpt_path last",
                 file=sys.stderr,
             )
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        """Keep the file (Lightning's own removes it whenever a later run ends normally); a resumed run
-        that ends normally leaves a newer ``last.ckpt``, which ``--ckpt_path last`` prefers."""
 
 
 def _command_line() -> str:

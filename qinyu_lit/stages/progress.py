@@ -9,7 +9,6 @@ epoch stays in the description); without ``max_steps`` it behaves as Lightning's
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -23,13 +22,20 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         if trainer.max_steps > 0:
-            self.train_progress_bar.total = trainer.max_steps
-            _update_n(self.train_progress_bar, trainer.global_step)  # where a resumed run stands
+            self._show_steps(trainer)  # where a resumed run stands
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.max_steps <= 0:
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = trainer.global_step
-        if self.train_progress_bar is not None and self._should_update(n, self.train_progress_bar.total):
-            _update_n(self.train_progress_bar, n)
+        if self.train_progress_bar is not None and self._should_update(n, trainer.max_steps):
+            self._show_steps(trainer)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def _show_steps(self, trainer) -> None:
+        """Total and position in global steps. Also here, not only at an epoch's start: a run resumed from a
+        checkpoint saved mid-epoch (Ctrl-C) continues that epoch without a new ``on_train_epoch_start``."""
+        bar = self.train_progress_bar
+        bar.total = trainer.max_steps
+        bar.n = trainer.global_step
+        bar.refresh()

@@ -155,8 +155,13 @@ def explain_missing_last(trainer, ckpt_path):
     if ckpt_path != "last":
         return ckpt_path
     lasts = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}" for cb in cbs if cb.dirpath and cb.save_last]
-    if any(_complete(p) for p in lasts):
-        return ckpt_path
+    # Ctrl-C's interrupted.ckpt (stages/interrupt.py) and last.ckpt: the newer of the two holds the latest state
+    interrupted = [Path(cb.ckpt_path) for cb in trainer.callbacks if type(cb).__name__ == "KeepWorkOnInterrupt"]
+    newest = sorted((p for p in lasts + interrupted if _complete(p)), key=lambda p: p.stat().st_mtime)
+    if newest:
+        if trainer.is_global_zero and newest[-1] not in lasts:
+            print(f"[qinyu-lit] --ckpt_path last: resuming from {newest[-1]} (newer than any last.ckpt)")
+        return str(newest[-1])
     saved = sorted((p for d in dirs if d.is_dir() for p in d.glob("*.ckpt") if _complete(p)), key=lambda p: p.stat().st_mtime)
     if saved:
         if trainer.is_global_zero:

@@ -162,7 +162,7 @@ def test_build_warns_about_constant_codes_and_a_failed_first_build_leaves_no_loc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     manifest = make_audio_corpus(tmp_path / "corpus", rows=3)
     out = tmp_path / "out"
-    with pytest.raises(OSError):  # nothing written: the tokenizer does not load
+    with pytest.raises(QinYuError, match="no such tokenizer folder"):  # nothing written: the tokenizer does not load
         build(**build_args(manifest, out, tmp_path / "no-such-tokenizer"))
     assert not out.exists()
     # the retry with other options is not refused as "another build"

@@ -50,4 +50,6 @@ def test_convert_lora_tune_and_generate_through_the_cli(tmp_path, capsys):
     main(["generate", str(ckpt), "--text", "Hello captain", "--out", str(tmp_path / "reply"),
           "--max_new_positions", "12"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert "persona card" in printed and (tmp_path / "reply.txt").is_file() and (tmp_path / "reply.npy").is_file()
+    assert "persona card" in printed and (tmp_path / "reply.txt").is_file()
+    # codes when the 12 positions held speech; never an empty .npy: otherwise the reply says why
+    assert (tmp_path / "reply.npy").is_file() or "without speech" in printed
