@@ -1,5 +1,6 @@
 """VoiceDesign training data: (description, speaker embedding) pairs from JSONL files, and their DataModule.
 
+Pairs come from JSONL files or from shards (``data/voice_shards.py``, built by ``qinyu-lit data build``).
 One pair per line::
 
     {"description": "a calm old man, a lighthouse keeper", "embedding": "voices/keeper.npy"}
@@ -26,6 +27,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import QinYuError
+from .schema import SampleError
+from .tar import iter_raw_samples
+from .voice_shards import decode_pair, pair_shards
 
 
 @dataclass
@@ -58,11 +62,40 @@ def _embedding(value, base: Path, dim: int) -> np.ndarray:
     return vec.astype(np.float32)
 
 
+def _skip(pairs: VoicePairs, where: str, reason) -> None:
+    pairs.bad.append(f"{where}: {reason}")
+    warnings.warn(f"{where}: skipped, {reason}", stacklevel=3)
+
+
+def _read_shards(pairs: VoicePairs, path: Path, dim: int) -> None:
+    """Pairs of a shard folder or ``.tar`` (``data build`` of a VoiceDesign manifest; ``voice_shards.py``)."""
+    shards = pair_shards(path)
+    if not shards:
+        raise QinYuError(f"{path}: no .tar shard in this folder (build them with `qinyu-lit data build`)")
+    for raw in iter_raw_samples(shards):
+        where = f"{raw['__url__']}: sample {raw['__key__']!r}"
+        try:
+            text, vec = decode_pair(raw)
+        except SampleError as e:
+            _skip(pairs, where, f"field {e.field!r}: {e.reason}")
+            continue
+        if vec.shape != (dim,):
+            _skip(pairs, where, f"embedding: size {list(vec.shape)}, expected [{dim}] (data.embedding_dim)")
+            continue
+        pairs.descriptions.append(text)
+        pairs.embeddings.append(vec)
+        pairs.rows.append({"description": text, "key": raw["__key__"]})
+
+
 def read_pairs(paths: str | list[str], dim: int) -> VoicePairs:
-    """Read every row of the JSONL file(s); bad rows go to ``bad`` (warned), good ones to the lists."""
+    """Read every pair of the JSONL file(s) or shard folders / ``.tar`` shards; bad rows go to ``bad``
+    (warned), good ones to the lists."""
     pairs = VoicePairs()
-    for path in [paths] if isinstance(paths, str) else paths:
+    for path in [paths] if isinstance(paths, str | Path) else paths:
         path = Path(path)
+        if path.is_dir() or path.suffix == ".tar":
+            _read_shards(pairs, path, dim)
+            continue
         if not path.is_file():
             raise QinYuError(f"{path}: no such pairs file (JSONL of description + embedding; docs/voice_design.md)")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -80,8 +113,7 @@ def read_pairs(paths: str | list[str], dim: int) -> VoicePairs:
                     raise ValueError("holds recordings, not an embedding: run `qinyu-lit voice-design-data` first")
                 vec = _embedding(row.get("embedding"), path.parent, dim)
             except ValueError as e:  # json.JSONDecodeError is a ValueError too
-                pairs.bad.append(f"{where}: {e}")
-                warnings.warn(f"{where}: skipped, {e}", stacklevel=2)
+                _skip(pairs, where, e)
                 continue
             pairs.descriptions.append(text)
             pairs.embeddings.append(vec)
@@ -111,7 +143,8 @@ class VoiceDesignDataModule(L.LightningDataModule):
     """(description, speaker embedding) pairs for ``VoiceDesignStage``.
 
     Args:
-        train: training pairs: a JSONL file or a list of them (``qinyu-lit demo-data`` writes
+        train: training pairs: a JSONL file, a shard folder (``qinyu-lit data build`` of a VoiceDesign
+            manifest) or ``.tar`` shard, or a list of them (``qinyu-lit demo-data`` writes
             ``data/demo/voices/train.jsonl``).
         val: held-out pairs (descriptions the training never saw); ``None``: no validation.
         embedding_dim: size of every embedding (CAM++: 192; the demo: 16); set once here, linked to the model.

@@ -37,6 +37,7 @@ from ..data.files import atomic_write_text
 from ..data.index import path_for_index, write_index
 from .manifest import BAD_ROW_KINDS, BadRow, scan_manifest
 from .shard_builder import BuildOptions, ShardBuilder, sidecar
+from .voice_design_shards import build_voice_design, is_voice_design_manifest
 from .voices import resolve_voices
 from .writer import shard_name
 
@@ -88,6 +89,10 @@ def build(
 ) -> BuildReport:
     """Build shards from a JSONL manifest (format: ``data_cards/SCHEMA.md``, "Manifest format").
 
+    A VoiceDesign manifest (rows of ``description`` + ``embedding | wav | wavs``) builds pair shards
+    instead (``voice_design_shards.py``; only ``speaker_encoder``, ``device``, ``seed``, ``strict`` and
+    ``samples_per_shard`` apply).
+
     Args:
         manifest: the JSONL manifest; relative paths in it are relative to its folder.
         out: output folder: ``shard-NNNNNN.tar``, ``index.json``, ``skipped.jsonl``, ``voices/``.
@@ -118,6 +123,10 @@ def build(
         strict: stop at the first bad row instead of skipping it (shards already written stay).
         progress: show a progress bar (audio seconds done / planned).
     """
+    if is_voice_design_manifest(manifest):  # (description, embedding) rows: VoiceDesign pair shards
+        options = BuildOptions(str(manifest), str(tokenizer), codec, codec_class, num_quantizers, speaker_encoder,
+                               user_speakers, user_sample_rate, codec_batch_size, device, seed, strict, threads)  # fmt: skip
+        return build_voice_design(options, out, samples_per_shard)
     start = time.perf_counter()
     out_dir = Path(out)
     state = out_dir / ".build"
