@@ -35,6 +35,10 @@ from ..data.files import CARD_NAME  # noqa: F401 - lives below prep/: exports an
 from ..data.schema import AUDIO_EXTENSIONS, CodecInfo, Sample, Turn
 from .writer import write_shards
 
+# the codes a persona's dialogues hold by default: the release's XY-Tokenizer (8 x 1024 at 12.5 Hz, 16 kHz audio)
+XY_TOKENIZER = CodecInfo("xy_tokenizer", 8, 1024, 12.5, 16000)
+DEMO_RULE = CodecInfo("demo-rule", 8, 64, 12.5, 16000)  # the demo's rule codes (prep/demo.py)
+
 
 @dataclass
 class PersonaProfile:
@@ -193,11 +197,7 @@ def write_manifest(persona_dir: Path, out_dir: Path, profile: PersonaProfile, di
 def build_persona(
     persona_dir: str | Path,
     out_dir: str | Path,
-    codec_name: str = "xy_tokenizer",
-    num_codebooks: int = 8,
-    codebook_size: int = 1024,
-    frame_rate: float = 12.5,
-    sample_rate: int = 16000,
+    codec: CodecInfo = XY_TOKENIZER,
     speaker_model: str | dict | None = None,
     samples_per_shard: int = 1000,
 ) -> Path:
@@ -210,7 +210,6 @@ def build_persona(
     profile = load_profile(next((persona_dir / n for n in ("profile.yaml", "profile.yml", "profile.json") if (persona_dir / n).exists()),
                                 persona_dir / "profile.yaml"))  # fmt: skip
     voice = persona_voice(persona_dir / "voice", speaker_model)
-    codec = CodecInfo(codec_name, num_codebooks, codebook_size, frame_rate, sample_rate)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "voice.npy", voice)  # the agent voice, also for `generate --speaker`
     card = {"profile": asdict(profile), "system_prompt": profile.prompt(), "voice": voice.tolist()}
@@ -255,9 +254,8 @@ def persona_data_cmd(
         sample_rate: the codec's audio sample rate.
         speaker_model: speaker encoder for clips without a .npy embedding (default WavLM x-vector).
     """
-    build_persona(
-        persona_dir, out_dir, codec_name, num_codebooks, codebook_size, frame_rate, sample_rate, speaker_model
-    )
+    codec = CodecInfo(codec_name, num_codebooks, codebook_size, frame_rate, sample_rate)  # one codec description
+    build_persona(persona_dir, out_dir, codec, speaker_model)
 
 
 def demo_persona_cmd(

@@ -10,7 +10,7 @@ import torch
 
 from qinyu_lit.cli import main
 from qinyu_lit.model.tiny import write_tiny_release
-from qinyu_lit.prep.persona_data import build_persona, make_demo_persona
+from qinyu_lit.prep.persona_data import DEMO_RULE, build_persona, make_demo_persona
 from qinyu_lit.stages.checkpoints import stage_from_checkpoint
 
 RECIPE = Path(__file__).parents[2] / "recipes" / "tiny" / "persona_lora_official.yaml"
@@ -25,7 +25,7 @@ def test_convert_lora_tune_and_generate_through_the_cli(tmp_path, capsys):
     for d in dialogues:
         d["turns"][0] = {"role": "user", "text": "how was the voyage?"}
     (src / "dialogues.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues))
-    build_persona(src, tmp_path / "captain", "demo-rule", 8, 64, 12.5, 16000, None)
+    build_persona(src, tmp_path / "captain", DEMO_RULE)
     ckpt_dir = tmp_path / "ckpt"
     main([
         "fit", "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.logger", "false",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.model.weights import save_exported
 from qinyu_lit.persona_bank import PersonaBank
-from qinyu_lit.prep.persona_data import build_persona, load_profile, make_demo_persona, persona_voice
+from qinyu_lit.prep.persona_data import (
+    DEMO_RULE,
+    XY_TOKENIZER,
+    build_persona,
+    load_profile,
+    make_demo_persona,
+    persona_voice,
+)
 from qinyu_lit.prep.speakers import WavLMSpeakerEncoder
 from qinyu_lit.stages import PersonaStage
 from qinyu_lit.stages.checkpoints import save_adapter
@@ -28,7 +36,7 @@ WAVLM = TINY_WAVLM  # 16-d x-vectors
 
 def build(tmp_path, name="captain", voice=0, dialogues=6):
     src = make_demo_persona(tmp_path / f"{name}_src", name, voice, dialogues)
-    return src, build_persona(src, tmp_path / name, codec_name="demo-rule", codebook_size=64)
+    return src, build_persona(src, tmp_path / name, DEMO_RULE)
 
 
 def test_persona_shards_carry_prompt_and_mean_voice(tmp_path):
@@ -69,7 +77,7 @@ def test_profile_and_dialogue_errors_name_the_field(tmp_path):
     make_demo_persona(src, dialogues=2)
     np.save(src / "codes" / "a1.npy", np.zeros((3, 5), dtype=np.int16))
     with pytest.raises(ValueError, match=r"dialogues.jsonl:2: turns\[1\].codes has shape \(3, 5\)"):
-        build_persona(src, tmp_path / "out", codebook_size=64)
+        build_persona(src, tmp_path / "out", replace(XY_TOKENIZER, codebook_size=64))
 
 
 @torch.no_grad()

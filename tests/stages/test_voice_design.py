@@ -146,26 +146,26 @@ def test_recipes_parse(capsys):
 
 def test_a_persona_voiced_by_a_description_alone(trained, tmp_path):
     """description -> voice -> persona shards: a designed .npy is the persona folder's whole voice/."""
-    from qinyu_lit.prep.persona_data import build_persona, make_demo_persona
+    from qinyu_lit.prep.persona_data import DEMO_RULE, build_persona, make_demo_persona
 
     src = make_demo_persona(tmp_path / "captain_src")
     for clip in (src / "voice").iterdir():
         clip.unlink()  # no recordings of this character
     ckpt = str(trained / "checkpoints" / "tiny_voice_design" / "last.ckpt")
     main(["voice-design", "a calm senior woman, a starship captain", "--checkpoint", ckpt, "--out", str(src / "voice" / "designed.npy")])
-    out = build_persona(src, tmp_path / "captain", codec_name="demo-rule", codebook_size=64)
+    out = build_persona(src, tmp_path / "captain", DEMO_RULE)
     card = json.loads((out / "persona.json").read_text())
     np.testing.assert_allclose(card["voice"], np.load(src / "voice" / "designed.npy"), rtol=1e-6)
 
 
 def test_persona_reply_with_a_voice_description_feeds_the_designed_voice_and_prompt(trained, tiny_net, tmp_path, monkeypatch):
-    from qinyu_lit.prep.persona_data import build_persona, make_demo_persona
+    from qinyu_lit.prep.persona_data import DEMO_RULE, build_persona, make_demo_persona
     from qinyu_lit.stages import PersonaStage
     from qinyu_lit.stages.checkpoints import save_adapter
 
     torch.manual_seed(0)
     base = save_exported(QinYuModel(tiny_net).eval(), tmp_path / "base")
-    shards = build_persona(make_demo_persona(tmp_path / "src"), tmp_path / "captain", codec_name="demo-rule", codebook_size=64)
+    shards = build_persona(make_demo_persona(tmp_path / "src"), tmp_path / "captain", DEMO_RULE)
     stage = PersonaStage(tiny_net, init_from=str(base), persona_card=str(shards / "persona.json"), lora_r=4)
     stage.configure_model()
     adapter = save_adapter(stage, tmp_path / "captain_adapter")
