@@ -172,5 +172,12 @@ def test_leftovers_are_cleaned_and_last_falls_back_to_the_newest_complete_checkp
     (ckpt / "last.ckpt").write_bytes(b"PK\x03\x04 cut by the stock writer")  # a last.ckpt that is not whole
     assert explain_missing_last(trainer, "last") == str(ckpt / "epoch=0-step=3.ckpt")
     AtomicCheckpointIO().save_checkpoint({"global_step": 4}, ckpt / "last.ckpt")
-    assert explain_missing_last(trainer, "last") == "last"  # a complete last.ckpt: Lightning's own rule
+    assert explain_missing_last(trainer, "last") == str(ckpt / "last.ckpt")  # a complete last.ckpt
+    # Ctrl-C's interrupted.ckpt, newer than last.ckpt, is the latest state: resumed from it
+    from qinyu_lit.stages.interrupt import KeepWorkOnInterrupt
+
+    AtomicCheckpointIO().save_checkpoint({"global_step": 5}, ckpt / "interrupted.ckpt")
+    os.utime(ckpt / "last.ckpt", (4, 4))
+    with_interrupt = L.Trainer(logger=False, callbacks=[ModelCheckpoint(dirpath=ckpt, save_last=True), KeepWorkOnInterrupt(ckpt)])
+    assert explain_missing_last(with_interrupt, "last") == str(ckpt / "interrupted.ckpt")
     assert explain_missing_last(trainer, None) is None
