@@ -101,7 +101,7 @@ def build_args(manifest: Path, out: Path, tokenizer: Path, **extra) -> dict:
     return dict(args, **extra)
 
 
-def test_build_validate_and_fit(tmp_path, demo_dir):
+def test_build_validate_and_fit(tmp_path, demo_dir, monkeypatch):
     manifest = make_audio_corpus(tmp_path / "corpus", rows=10)
     out = tmp_path / "shards"
     report = build(**build_args(manifest, out, demo_dir / "tokenizer"))
@@ -177,6 +177,7 @@ def test_build_validate_and_fit(tmp_path, demo_dir):
     assert [e["samples"] for e in index["shards"]] == [3, 3, 3, 1]
     assert index["totals"]["code_frames"] == frames and index["speaker_dims"] == [16]
 
+    monkeypatch.chdir(tmp_path)  # the recipe's checkpoint dirpath (checkpoints/tiny_sft) is relative: not into the checkout
     main([
         "fit", "--config", TINY_SFT,
         "--data.init_args.train", str(out), "--data.init_args.val", "null",
