@@ -43,10 +43,10 @@ def test_every_writer_records_the_index(demo_dir, tmp_path):
 
 
 def test_persona_data_records_the_index(tmp_path):
-    from qinyu_lit.prep.persona_data import build_persona
+    from qinyu_lit.prep.persona_data import DEMO_RULE, build_persona
 
     src = make_demo_persona(tmp_path / "src", dialogues=5)
-    out = build_persona(src, tmp_path / "out", codec_name="demo-rule", codebook_size=64)
+    out = build_persona(src, tmp_path / "out", DEMO_RULE)
     assert sum(_index(out / "train").values()) == 5
 
 
