@@ -50,8 +50,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "voice-design-data": ("prep.voice_design_data:voice_design_data_cmd", "VoiceDesign training pairs (description, embedding) from recordings and persona folders"),
     "voice-design": ("stages.voice_design_cli:voice_design_cmd", "a speaker embedding (.npy) from a description of the voice (VoiceDesign)"),
     "merge": ("stages.merge:merge_cmd", "Core-Cocktail: alpha * tuned + (1 - alpha) * base -> an export directory"),
-    "demo-pairs": ("prep.demo_pairs:demo_pairs_cmd", "write the demo's DPO preference pairs (train.jsonl, val.jsonl)"),
-    "dpo-ref": ("stages.dpo_ref:dpo_ref_cmd", "add a reference model's reply log-probabilities to DPO pairs (no reference in memory)"),
+    "demo-pairs": ("prep.demo_pairs:demo_pairs_cmd", "write the demo's DPO preference shards (OUT_DIR/train, OUT_DIR/val)"),
+    "dpo-ref": ("cli.dpo_ref:dpo_ref_cmd", "a reference model's reply log-probabilities for DPO pairs, stored (no reference in memory)"),
     "evaluate": ("evaluate:evaluate_cmd", "the paper's tables (ASR, TTS, SS, pitch, ablation, QA, speed) for checkpoints, side by side"),
 }  # fmt: skip
 # positional arguments that may stand for an option: (how many plain positionals come first, the option)

@@ -8,14 +8,17 @@ Keys of a batch (B rows of width W):
     position_ids  [B, W]        restart at 0 for every packed sample and for the padding tail
     speakers      [S, D]        one vector per <|speaker|> / <|user_speaker|> placeholder, in order
     audio_features, audio_feature_lens   user speech for the frozen encoder (when any)
-    num_tokens, lengths, keys, sources, tasks   what the rows hold (counts and logs; host-side lists)
+    num_tokens, lengths, keys, sources, tasks   what the rows hold, per sequence (counts and logs; host-side lists)
+    pairs         preference pairs only (DPO): {chosen [P], rejected [P]: sequence indices (as in
+                  cu_seqlens), kinds, keys: P names}; a pair's two conversations sit side by side in one row
     pack          what the step needs to know about the pack, computed here on the host (``pack_metadata``)
                   so the model's forward and loss never read a device value back (no sync):
                   cu_seqlens [S+1] int32 + max_seqlen (int): the samples (and padding tails) end to end,
                   for varlen / flash attention; sup_index [N]: flat index (row x W + t) of each position
                   that predicts a target, with next_ids [N], next_codes [N, C], is_audio [N];
                   num_text / num_audio (ints); frame_index [F]: flat positions of assistant audio frames;
-                  clip_frames: each user clip's feature frames (ints), for the encoder glue
+                  clip_frames: each user clip's feature frames (ints), for the encoder glue;
+                  sup_segment [N]: the sequence (index into cu_seqlens) each of those positions is in
 
 The packing rule: every sequence starts with an unsupervised token (``<|im_start|>``), so the shifted
 loss never crosses a sample boundary - the last position of one sample would otherwise be trained to
@@ -38,8 +41,10 @@ def collate(
 
     Each row is one or more sequences laid end to end (a pack). ``position_ids`` restart
     at 0 for every sequence and for the padding tail, which is how transformers tells
-    packed samples apart and keeps their attention separate (no hand-made masks).
+    packed samples apart and keeps their attention separate (no hand-made masks). A preference
+    pair (a sequence with a ``rejected`` twin) is laid out as its two conversations, side by side.
     """
+    rows, pairs = unfold_pairs(rows)
     lengths = [sum(len(s) for s in row) for row in rows]
     width = max(max(lengths), pad_to or 0)
     batch = len(rows)
@@ -82,7 +87,32 @@ def collate(
         out["audio_features"], out["audio_feature_lens"] = feats, lens
     segments = [[len(s) for s in row] + ([width - n] if width > n else []) for row, n in zip(rows, lengths, strict=True)]
     out["pack"] = pack_metadata(input_ids, codes, target_mask, segments, [len(f) for f in features])
+    if pairs:
+        first = np.cumsum([0] + [len(row) for row in segments])  # each row's first sequence index
+        index = torch.tensor([[first[b] + j for b, j in side] for side in (pairs["chosen"], pairs["rejected"])])
+        out["pairs"] = {"chosen": index[0], "rejected": index[1], "kinds": pairs["kinds"], "keys": pairs["keys"]}
     return out
+
+
+def unfold_pairs(rows: list[list[TokenSequence]]) -> tuple[list[list[TokenSequence]], dict]:
+    """Each pair -> its chosen and rejected sequences, side by side in the row; where they are ((row,
+    position in row) of each side) and their kinds. No pairs: the rows as they are and ``{}``."""
+    if not any(s.rejected is not None for row in rows for s in row):
+        return rows, {}
+    out, pairs = [], {"chosen": [], "rejected": [], "kinds": [], "keys": []}
+    for b, row in enumerate(rows):
+        flat = []
+        for s in row:
+            if s.rejected is not None:
+                pairs["chosen"].append((b, len(flat)))
+                pairs["rejected"].append((b, len(flat) + 1))
+                pairs["kinds"].append(s.preference)
+                pairs["keys"].append(s.key)
+                flat += [s, s.rejected]
+            else:
+                flat.append(s)
+        out.append(flat)
+    return out, pairs
 
 
 def pack_metadata(
@@ -111,4 +141,5 @@ def pack_metadata(
         "num_audio": num_audio,
         "frame_index": (codes[..., 0] >= 0).reshape(-1).nonzero().flatten(),
         "clip_frames": list(clip_frames),
+        "sup_segment": torch.searchsorted(cu[1:].long(), b * width + t, right=True),
     }

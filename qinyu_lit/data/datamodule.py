@@ -43,7 +43,7 @@ def named_sources(spec) -> list[Source]:
 
 
 class QinYuDataModule(L.LightningDataModule):
-    """Streams WebDataset shards (schema ``qinyu/v1``) and lays them out for QinYu.
+    """Streams WebDataset shards (schema ``qinyu/v2``: samples, or preference pairs for DPO) and lays them out for QinYu.
 
     Args:
         train: training data: a shard directory, glob or brace pattern

@@ -5,7 +5,7 @@ per-shard sample counts ``indexed_counts``), writing it (``write_index`` for ``d
 writes the whole index at the end; ``record_in_index`` for writers adding one shard at a time) and
 the start-of-training checks against the model (codec, speaker vector size).
 
-    {"format": "qinyu-index/v1", "schema": "qinyu/v1", "codec": {...} | null,
+    {"format": "qinyu-index/v1", "schema": "qinyu/v2", "codec": {...} | null,
      "speaker_dims": [192], "totals": {"samples": n, ...},
      "shards": [{"path": "shard-000000.tar", "samples": n, ...}, ...], ...}
 """

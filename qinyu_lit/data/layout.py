@@ -25,6 +25,7 @@ One conversation becomes a Qwen-style chat::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -47,13 +48,31 @@ class TokenSequence:
     key: str = ""
     source: str = ""
     task: str = ""
+    # a preference pair (DPO): this is the chosen conversation; ``rejected`` the same prompt with the
+    # losing reply. The stream keeps both in one pack (``footprint``), ``collate`` lays them side by side.
+    rejected: TokenSequence | None = None
+    preference: str = ""
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
+    def footprint(self) -> int:
+        """Positions this item takes in a pack: the sequence, plus its rejected twin for a pair."""
+        return len(self) + (len(self.rejected) if self.rejected is not None else 0)
+
+    @property
     def num_targets(self) -> int:
         return int(self.target_mask.sum())
+
+
+def rejected_key(key: str) -> str:
+    """The rejected twin's key (sample keys hold no '/'; counters count a pair once by it)."""
+    return f"{key}/rejected"
+
+
+def is_rejected_key(key: str) -> bool:
+    return key.endswith("/rejected")
 
 
 def user_speech_starts(ids: np.ndarray, special) -> np.ndarray:
@@ -133,8 +152,18 @@ class TokenLayout:
 
     def build(self, sample: Sample, prompt_only: bool = False) -> TokenSequence:
         """Lay out ``sample``. With ``prompt_only`` stop right where the model starts answering
-        (after ``<|im_start|>assistant\\n<|speaker|>`` of the last turn): the generation prompt."""
+        (after ``<|im_start|>assistant\\n<|speaker|>`` of the last turn): the generation prompt.
+        A preference pair also lays out its rejected conversation (``TokenSequence.rejected``)."""
         self._check_codec(sample)
+        seq = self._conversation(sample, prompt_only)
+        if sample.rejected is not None and not prompt_only:
+            losing = dataclasses.replace(sample, turns=[*sample.turns[:-1], sample.rejected], rejected=None)
+            seq.rejected = self._conversation(losing, False)
+            seq.rejected.key = rejected_key(sample.key)
+            seq.preference = seq.rejected.preference = sample.preference
+        return seq
+
+    def _conversation(self, sample: Sample, prompt_only: bool) -> TokenSequence:
         if self.profile == "official":
             from .layout_official import build_official
 
@@ -226,7 +255,7 @@ class TokenLayout:
 
     def _check_codec(self, sample: Sample) -> None:
         c = sample.codec
-        has_codes = any(t.codes is not None for t in sample.turns)
+        has_codes = any(t.codes is not None for t in [*sample.turns, sample.rejected] if t is not None)
         if has_codes and (c.num_codebooks, c.codebook_size) != (self.num_codebooks, self.codebook_size):
             raise CodecMismatch(
                 sample.shard,

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from .dist import all_gather_objects, cpu_group, rank_and_world
 from .errors import QinYuError
+from .layout import is_rejected_key
 from .stream import ShardStream
 
 
@@ -119,7 +120,7 @@ class StreamLoader:
         """Drop this rank's remaining batches (another rank ran out); returns the samples dropped."""
         dropped = [batch] if batch is not None else []
         dropped += list(it)
-        keys = [k for b in dropped for row in b["keys"] for k in row]
+        keys = [k for b in dropped for row in b["keys"] for k in row if not is_rejected_key(k)]  # a pair: once
         self.dropped_batches += len(dropped)
         self.dropped_keys += keys
         for b in dropped:  # their skip counts still count; the samples themselves count as dropped

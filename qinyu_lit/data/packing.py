@@ -35,10 +35,11 @@ class Bin:
 
 
 def fit_length(seq: TokenSequence, pack_length: int, policy: str, layout) -> TokenSequence | None:
-    """``seq`` if it fits, else truncated to ``pack_length`` or ``None`` (dropped) by ``policy``."""
-    if len(seq) <= pack_length:
+    """``seq`` if it fits, else truncated to ``pack_length`` or ``None`` (dropped) by ``policy``.
+    A preference pair that does not fit is dropped whatever the policy: cut replies compare nothing."""
+    if seq.footprint <= pack_length:
         return seq
-    if policy == "drop":
+    if policy == "drop" or seq.rejected is not None:
         return None
     if policy != "truncate":
         raise ValueError(f"data.overlong must be one of {OVERLONG_POLICIES}, got {policy!r}")

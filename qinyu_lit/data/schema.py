@@ -1,4 +1,4 @@
-"""Shard schema v1: what one training sample holds, and the one validator for it.
+"""Shard schema v2: what one training sample holds, and the one validator for it.
 
 A sample is a group of tar members that share a key (WebDataset convention):
 
@@ -7,10 +7,13 @@ A sample is a group of tar members that share a key (WebDataset convention):
     <key>.turn<i>.codes.npy   assistant audio codes of turn i, int16 [num_codebooks, frames]
     <key>.turn<i>.speaker.npy speaker embedding of the voice in turn i, float32 [D]
     <key>.agent.speaker.npy   the agent voice (mean over samples of that voice), float32 [D]
+    <key>.rejected.codes.npy  a preference pair's rejected reply speech (v2), int16 [num_codebooks, frames]
 
 The JSON points at the members it uses, so a reader never guesses. ``decode_sample``
 is the validator: the writer runs it on every sample before writing, the reader on
 every sample it reads, and both report problems as ``SampleError(shard, key, field)``.
+v2 adds preference pairs (DPO): ``preference`` names the pair's kind and ``rejected`` holds the
+reply that loses to the last turn, for the same prompt. v1 shards (no pairs) still read.
 See ``data_cards/SCHEMA.md`` for the field-by-field description and a worked example.
 """
 
@@ -26,7 +29,8 @@ import soundfile as sf
 
 from .audio import AudioError, read_audio
 
-SCHEMA_VERSION = "qinyu/v1"
+SCHEMA_VERSION = "qinyu/v2"
+READABLE_VERSIONS = ("qinyu/v1", SCHEMA_VERSION)  # v2 only added the optional preference fields
 TASKS = ("asr", "tts", "sqa", "text", "conversation", "roleplay", "singing", "persona")
 ROLES = ("user", "assistant")
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
@@ -77,6 +81,9 @@ class Sample:
     agent_speaker: np.ndarray | None = None
     shard: str = "<memory>"
     meta: dict = field(default_factory=dict)
+    # a preference pair (DPO): the reply that loses to turns[-1] for the same prompt, and the pair's kind
+    rejected: Turn | None = None
+    preference: str = ""
 
 
 # --------------------------------------------------------------------------- decoding
@@ -111,10 +118,34 @@ def decode_sample(raw: dict, shard: str | None = None) -> Sample:
         shard=r.shard,
         meta=doc.get("meta") or {},
     )
+    _decode_preference(r, doc, sample)
     dims = {v.shape[0] for v in [sample.agent_speaker] + [t.speaker for t in turns] if v is not None}
     if len(dims) > 1:
         r.fail("speaker", f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}")
     return sample
+
+
+def _decode_preference(r: _RawSample, doc: dict, sample: Sample) -> None:
+    """The v2 pair fields: both or neither; the rejected reply is an assistant turn unlike the chosen one."""
+    kind, rejected = doc.get("preference"), doc.get("rejected")
+    if kind is None and rejected is None:
+        return
+    if not isinstance(kind, str) or not kind:
+        r.fail("preference", f"a pair needs its kind (a non-empty string, e.g. 'empathy'), got {kind!r}")
+    if rejected is None:
+        r.fail("rejected", "a sample with a preference kind needs the rejected reply")
+    sample.preference, sample.rejected = kind, r.turn("rejected", rejected, sample.codec)
+    if sample.rejected.role != "assistant":
+        r.fail("rejected.role", "the rejected reply is the assistant's")
+    if same_reply(sample.rejected, sample.turns[-1]):
+        r.fail("rejected", "identical to the chosen reply (the last turn): the pair teaches nothing")
+
+
+def same_reply(a: Turn, b: Turn) -> bool:
+    """Two assistant replies with the same words and the same speech codes."""
+    if a.text != b.text or (a.codes is None) != (b.codes is None):
+        return False
+    return a.codes is None or np.array_equal(a.codes, b.codes)
 
 
 class _RawSample:
@@ -137,8 +168,8 @@ class _RawSample:
             self.fail("json", f"not valid JSON ({e})")
         if not isinstance(doc, dict):
             self.fail("json", "the document must be a JSON object")
-        if doc.get("schema") != SCHEMA_VERSION:
-            self.fail("schema", f"expected {SCHEMA_VERSION!r}, got {doc.get('schema')!r}")
+        if doc.get("schema") not in READABLE_VERSIONS:
+            self.fail("schema", f"expected one of {READABLE_VERSIONS}, got {doc.get('schema')!r}")
         return doc
 
     def member(self, field_name: str, name) -> bytes:
@@ -229,24 +260,10 @@ def _load_audio(data: bytes, field_name: str, fail) -> tuple[np.ndarray, int]:
 
 
 def encode_sample(sample: Sample) -> dict:
-    """Turn a ``Sample`` into WebDataset members (suffix -> bytes), following schema v1."""
+    """Turn a ``Sample`` into WebDataset members (suffix -> bytes), following the schema."""
     raw: dict = {"__key__": sample.key}
-    turns = []
-    for i, t in enumerate(sample.turns):
-        doc: dict = {"role": t.role, "text": t.text}
-        if t.audio is not None:
-            name = f"turn{i}.flac"
-            raw[name] = _flac_bytes(t.audio, t.sample_rate)
-            doc["audio"] = name
-        if t.codes is not None:
-            name = f"turn{i}.codes.npy"
-            raw[name] = _npy_bytes(np.asarray(t.codes).astype(np.int16 if sample.codec.codebook_size <= 32768 else np.int32))
-            doc["codes"] = name
-        if t.speaker is not None:
-            name = f"turn{i}.speaker.npy"
-            raw[name] = _npy_bytes(np.asarray(t.speaker, dtype=np.float32))
-            doc["speaker"] = name
-        turns.append(doc)
+    wide = sample.codec.codebook_size > 32768
+    turns = [_encode_turn(raw, f"turn{i}", t, wide) for i, t in enumerate(sample.turns)]
     document = {
         "schema": SCHEMA_VERSION,
         "task": sample.task,
@@ -258,10 +275,28 @@ def encode_sample(sample: Sample) -> dict:
     if sample.agent_speaker is not None:
         raw["agent.speaker.npy"] = _npy_bytes(np.asarray(sample.agent_speaker, dtype=np.float32))
         document["agent_speaker"] = "agent.speaker.npy"
+    if sample.rejected is not None:
+        document["preference"] = sample.preference
+        document["rejected"] = _encode_turn(raw, "rejected", sample.rejected, wide)
     if sample.meta:
         document["meta"] = sample.meta
     raw["json"] = json.dumps(document, ensure_ascii=False, indent=1).encode()
     return raw
+
+
+def _encode_turn(raw: dict, prefix: str, t: Turn, wide_codes: bool) -> dict:
+    """One turn's document; its arrays go into ``raw`` as ``<prefix>.flac`` / ``.codes.npy`` / ``.speaker.npy``."""
+    doc: dict = {"role": t.role, "text": t.text}
+    if t.audio is not None:
+        raw[f"{prefix}.flac"] = _flac_bytes(t.audio, t.sample_rate)
+        doc["audio"] = f"{prefix}.flac"
+    if t.codes is not None:
+        raw[f"{prefix}.codes.npy"] = _npy_bytes(np.asarray(t.codes).astype(np.int32 if wide_codes else np.int16))
+        doc["codes"] = f"{prefix}.codes.npy"
+    if t.speaker is not None:
+        raw[f"{prefix}.speaker.npy"] = _npy_bytes(np.asarray(t.speaker, dtype=np.float32))
+        doc["speaker"] = f"{prefix}.speaker.npy"
+    return doc
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

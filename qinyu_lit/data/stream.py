@@ -7,6 +7,9 @@
            --chunk of ``window`` samples, seeded shuffle-->
            --pack (best-fit decreasing) or batch--> rows -> ``collate`` -> tensors
 
+A preference pair (schema v2) is one item whose ``footprint`` is both its conversations: it is read,
+counted, packed and resumed as one sample, and ``collate`` lays its two sequences side by side.
+
 Everything runs in DataLoader workers on CPU (the codec never runs here: shards already
 hold codes). Batching happens in the stream, not in ``__getitem__``, so a batch never
 depends on which worker happened to hold which sample. The DataLoader is used with
@@ -160,8 +163,8 @@ class ShardReader:
             self._bad(wrong_size)
             return None
         seq.source = self.source_names[source]
-        if self.pack_length is not None and len(seq) > self.pack_length:
-            n = len(seq)
+        if self.pack_length is not None and seq.footprint > self.pack_length:
+            n = seq.footprint
             seq = fit_length(seq, self.pack_length, self.overlong, self.layout)
             self.stats["truncated" if seq is not None else "dropped_overlong"] += 1
             if seq is None:
@@ -263,7 +266,7 @@ class ShardStream(IterableDataset):
             rows = [[i] for i in range(len(window))]
             held: list[int] = []
         else:
-            bins = best_fit_decreasing([len(s) for _, s in window], self.pack_length)
+            bins = best_fit_decreasing([s.footprint for _, s in window], self.pack_length)
             if last:
                 ready, under = bins, []
             else:

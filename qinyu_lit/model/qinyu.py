@@ -229,8 +229,23 @@ class QinYuModel(nn.Module):
             return self.shared.codes(self.backbone.get_output_embeddings()(hidden))
         return torch.stack([head(hidden) for head in self.code_heads], dim=-2)
 
-    def forward(self, batch: dict) -> LossOutput:
+    def forward(self, batch: dict, output: str = "loss"):
+        """``loss``: the Eq. 3 ``LossOutput``; ``position_logprobs``: ``position_logprobs(batch)`` (DPO).
+        Stages call the model (not its methods) so that FSDP and DDP hooks run."""
+        if output == "position_logprobs":
+            return self.position_logprobs(batch)
+        if output != "loss":
+            raise ValueError(f"output must be 'loss' or 'position_logprobs', got {output!r}")
         return self.loss(batch)
+
+    def position_logprobs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-probability of each supervised target ([N] fp32: a text token's, or the mean of a frame's C
+        codes' as Eq. 3 averages their CEs) and the sequence it is in ([N], index into ``cu_seqlens``)."""
+        batch = with_pack(batch)
+        pack = batch["pack"]
+        ce, _ = self.target_ce(self.hidden_states(batch), pack)
+        logp = -torch.where(pack["is_audio"], ce.mean(1), ce[:, 0])
+        return logp + self._untouched_zero(), pack["sup_segment"]
 
     def _untouched_zero(self) -> torch.Tensor:
         """0 x every trainable parameter outside the backbone: a batch without audio targets, speakers or
@@ -256,9 +271,9 @@ class QinYuModel(nn.Module):
         batch = with_pack(batch)
         return self.loss_from_hidden(self.hidden_states(batch), batch["pack"])
 
-    def loss_from_hidden(self, hidden: torch.Tensor, pack: dict) -> LossOutput:
-        """The loss of the decoder's output at the supervised positions the collate listed (``pack``).
-        Counts are host ints and positions index tensors: no device value is read back here."""
+    def target_ce(self, hidden: torch.Tensor, pack: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CE [N, C] fp32, correct [N, C]) of every supervised position (``pack``'s order): column 0 is
+        head 0 (a text token or codebook 0), 1.. the codebook heads (meaningless at text positions)."""
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pack["sup_index"])  # only these reach the heads
         next_codes, is_audio = pack["next_codes"], pack["is_audio"]
         if self.shared is None:
@@ -267,8 +282,14 @@ class QinYuModel(nn.Module):
             target0 = torch.where(is_audio, self.shared.code0_class(next_codes[:, 0]), self.shared.text_class(pack["next_ids"]))
         # the small codebook heads run on every supervised position and text positions are weighted out
         targets_rest = torch.where(is_audio[:, None], next_codes[:, 1:], 0)
-        ce_all, correct = chunked_head_ce(self._head_logits, h, target0, targets_rest, self.config.loss_chunk_size)
-        n, num_audio, num_text = h.shape[0], pack["num_audio"], pack["num_text"]
+        return chunked_head_ce(self._head_logits, h, target0, targets_rest, self.config.loss_chunk_size)
+
+    def loss_from_hidden(self, hidden: torch.Tensor, pack: dict) -> LossOutput:
+        """The loss of the decoder's output at the supervised positions the collate listed (``pack``).
+        Counts are host ints and positions index tensors: no device value is read back here."""
+        ce_all, correct = self.target_ce(hidden, pack)
+        is_audio = pack["is_audio"]
+        n, num_audio, num_text = ce_all.shape[0], pack["num_audio"], pack["num_text"]
         audio = is_audio.to(ce_all.dtype)
         per_position = torch.where(is_audio, ce_all.mean(1), ce_all[:, 0])
         per_audio, per_text = audio / max(num_audio, 1), (1 - audio) / max(num_text, 1)

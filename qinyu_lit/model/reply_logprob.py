@@ -5,49 +5,36 @@ log-probability of its token under the extended head (text + codebook 0); an aud
 log-probability of its C codes (codebook 0 from the same head, 1..C-1 from the codebook heads), as
 Eq. 3 averages the C cross-entropies there - so a frame weighs like a text token. The reply's
 log-probability is the sum over its supervised positions (or, with ``normalise``, their mean).
-Batches must be unpacked: one sequence per row.
+
+Packed batches work as in training: the collate's ``pack`` says which sequence each supervised
+position is in (``sup_segment``), the heads run chunk by chunk (``QinYuModel.position_logprobs``), and
+nothing is read back from the device.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from .qinyu import QinYuModel
+from .qinyu import QinYuModel, with_pack
 
 
 def position_logprobs(model: QinYuModel, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each supervised target ([N], float32) and the row it belongs to ([N])."""
-    if any(len(row) > 1 for row in batch.get("lengths", [])):
-        raise ValueError("reply log-probabilities need unpacked batches (one sequence per row)")
-    hidden = model.hidden_states(batch)
-    mask = batch["target_mask"][:, 1:]
-    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
-    h = hidden[:, :-1][mask]
-    next_ids, next_codes = batch["input_ids"][:, 1:][mask], batch["codes"][:, 1:][mask]
-    is_audio = next_codes[:, 0] >= 0
-    text_class = next_ids if model.shared is None else model.shared.text_class(next_ids)
-    target0 = torch.where(is_audio, model.audio_class(next_codes[:, 0].clamp(min=0)), text_class)
-    logp0 = F.log_softmax(model.head0_logits(h).float(), -1).gather(-1, target0[:, None])[:, 0]
-    rest = F.log_softmax(model.code_logits(h).float(), -1)  # [N, C-1, K]
-    targets_rest = torch.where(is_audio[:, None], next_codes[:, 1:], 0)
-    logp_rest = rest.gather(-1, targets_rest[..., None])[..., 0]  # [N, C-1]
-    audio = torch.cat([logp0[:, None], logp_rest], 1).mean(1)
-    return torch.where(is_audio, audio, logp0), rows
+    """Log-probability of each supervised target ([N], float32) and the sequence it is in ([N],
+    indices into the pack's ``cu_seqlens``); through the model's forward, so FSDP/DDP hooks run."""
+    return model(batch, output="position_logprobs")
 
 
-def sum_by_row(logp: torch.Tensor, rows: torch.Tensor, num_rows: int, normalise: bool = False) -> torch.Tensor:
-    """Per-position log-probabilities -> [num_rows] sums (``normalise``: means) over each row's positions."""
-    total = torch.zeros(num_rows, device=logp.device, dtype=logp.dtype).index_add(0, rows, logp)
-    if normalise:
-        total = total / torch.bincount(rows, minlength=num_rows).clamp(min=1).to(total.dtype)
-    return total
+def sum_by_sequence(logp: torch.Tensor, sequence: torch.Tensor, num_sequences: int, normalise: bool = False):
+    """Per-position log-probabilities -> ([num_sequences] sums, or means with ``normalise``; [num_sequences]
+    supervised-position counts). Scatter-adds only: no device read (``bincount`` would sync)."""
+    total = logp.new_zeros(num_sequences).index_add(0, sequence, logp)
+    count = logp.new_zeros(num_sequences).index_add(0, sequence, torch.ones_like(logp))
+    return (total / count.clamp(min=1) if normalise else total), count
 
 
 def reply_logprobs(model: QinYuModel, batch: dict, normalise: bool = False) -> torch.Tensor:
-    """[rows]: each sequence's summed (``normalise``: mean) log-probability over its supervised positions."""
-    logp, rows = position_logprobs(model, batch)
-    return sum_by_row(logp, rows, batch["input_ids"].shape[0], normalise)
+    """[sequences]: each sequence's summed (``normalise``: mean) log-probability over its supervised
+    positions, indexed as the pack's ``cu_seqlens`` (padding tails count as sequences, with 0)."""
+    batch = with_pack(batch)
+    logp, sequence = position_logprobs(model, batch)
+    return sum_by_sequence(logp, sequence, batch["pack"]["cu_seqlens"].shape[0] - 1, normalise)[0]

@@ -77,19 +77,25 @@ def describe_sample(sample: Sample, frames: int = 4) -> list[str]:
     if sample.agent_speaker is not None:
         lines.append(f"agent speaker: {_vector(sample.agent_speaker)}")
     for i, t in enumerate(sample.turns):
-        parts = [f"text {t.text!r}" if t.text else "no text"]
-        if t.audio is not None:
-            parts.append(f"speech {len(t.audio) / t.sample_rate:.2f} s @ {t.sample_rate} Hz")
-        if t.codes is not None:
-            parts.append(f"codes {list(t.codes.shape)} = {t.codes.shape[1] / c.frame_rate:.2f} s")
-        if t.speaker is not None:
-            parts.append(f"speaker {_vector(t.speaker)}")
-        lines.append(f"turn {i} {t.role}: " + "; ".join(parts))
-        if t.codes is not None:
-            for f in range(min(frames, t.codes.shape[1])):
-                lines.append(f"    frame {f}: " + " ".join(str(int(x)) for x in t.codes[:, f]))
+        lines += _turn_lines(f"turn {i} {t.role}", t, c.frame_rate, frames)
+    if sample.rejected is not None:  # a preference pair (DPO): the reply that loses to the last turn
+        lines += _turn_lines(f"rejected reply (preference {sample.preference!r})", sample.rejected, c.frame_rate, frames)
     if sample.meta:
         lines.append(f"meta: {json.dumps(sample.meta, ensure_ascii=False)}")
+    return lines
+
+
+def _turn_lines(label: str, t, frame_rate: float, frames: int) -> list[str]:
+    parts = [f"text {t.text!r}" if t.text else "no text"]
+    if t.audio is not None:
+        parts.append(f"speech {len(t.audio) / t.sample_rate:.2f} s @ {t.sample_rate} Hz")
+    if t.codes is not None:
+        parts.append(f"codes {list(t.codes.shape)} = {t.codes.shape[1] / frame_rate:.2f} s")
+    if t.speaker is not None:
+        parts.append(f"speaker {_vector(t.speaker)}")
+    lines = [f"{label}: " + "; ".join(parts)]
+    if t.codes is not None:
+        lines += [f"    frame {f}: " + " ".join(str(int(x)) for x in t.codes[:, f]) for f in range(min(frames, t.codes.shape[1]))]
     return lines
 
 

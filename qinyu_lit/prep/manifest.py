@@ -13,6 +13,10 @@ A row (every path relative to the manifest's folder, or absolute)::
        {"role": "assistant", "text": "Hello there.", "audio": "wav/a1.flac"}],
      "meta": {"source": "my-corpus"}}           # optional, copied into the sample
 
+A preference pair (for DPO) gives ``preference`` (its kind) and two whole conversations, ``chosen``
+and ``rejected``, instead of ``turns``: every turn but the last must be the same in both (the prompt),
+the last ones must differ (else the row is ``identical_pair``).
+
 User audio is kept as a waveform (the encoder reads it while training); assistant audio is
 turned into codec codes. The last turn must be the assistant's and every assistant turn
 needs text (the model speaks its text, interleaved with the codes).
@@ -37,7 +41,8 @@ from ..data.schema import ROLES, TASKS
 from .speakers import load_embedding
 
 # the fields a row and a turn may hold (data_cards/SCHEMA.md, "Manifest format"); any other is a typo
-ROW_FIELDS = ("key", "task", "language", "system", "agent_voice", "agent_speaker", "turns", "meta")
+ROW_FIELDS = ("key", "task", "language", "system", "agent_voice", "agent_speaker", "turns", "meta",
+              "preference", "chosen", "rejected")  # the last three: a preference pair (DPO)
 TURN_FIELDS = ("role", "text", "audio", "speaker")
 
 BAD_ROW_KINDS = (
@@ -48,6 +53,7 @@ BAD_ROW_KINDS = (
     "unreadable_audio",  # an audio file soundfile cannot open or decode
     "too_long",  # an audio file over --max_audio_seconds
     "bad_embedding",  # a speaker embedding that is missing, unreadable, not a vector, NaN or inf
+    "identical_pair",  # a preference pair whose chosen and rejected replies are the same
 )
 
 
@@ -99,10 +105,12 @@ class ManifestRow:
     agent_voice: str | None = None
     agent_speaker: str | None = None
     meta: dict = field(default_factory=dict)
+    preference: str = ""  # a pair's kind; then ``rejected`` is the losing last turn
+    rejected: ManifestTurn | None = None
 
     @property
     def audio_seconds(self) -> float:
-        return sum(t.audio_seconds for t in self.turns)
+        return sum(t.audio_seconds for t in self.turns + ([self.rejected] if self.rejected else []))
 
 
 @dataclass
@@ -177,7 +185,7 @@ def _row(doc: dict, key: str, line_no: int, root: Path, max_seconds: float) -> M
     task = doc.get("task")
     if task not in TASKS:
         raise _Bad("invalid_row", f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    turns_doc = doc.get("turns")
+    turns_doc, rejected_doc = _pair_turns(doc) if "preference" in doc else (doc.get("turns"), None)
     if not isinstance(turns_doc, list) or not turns_doc:
         raise _Bad("invalid_row", "turns must be a non-empty list")
     for name in ("language", "system", "agent_voice", "agent_speaker"):
@@ -193,7 +201,12 @@ def _row(doc: dict, key: str, line_no: int, root: Path, max_seconds: float) -> M
     agent_speaker = None
     if doc.get("agent_speaker"):
         agent_speaker = _embedding(doc["agent_speaker"], root, "agent_speaker")
+    rejected = None if rejected_doc is None else _turn(rejected_doc, len(turns) - 1, root, max_seconds, "rejected")
+    if rejected is not None and rejected.role != "assistant":
+        raise _Bad("invalid_row", "rejected: the last turn must be the assistant's")
     return ManifestRow(
+        preference=doc.get("preference") or "",
+        rejected=rejected,
         line=line_no,
         key=key,
         task=task,
@@ -206,8 +219,29 @@ def _row(doc: dict, key: str, line_no: int, root: Path, max_seconds: float) -> M
     )
 
 
-def _turn(t, i: int, root: Path, max_seconds: float) -> ManifestTurn:
-    where = f"turns[{i}]"
+def _pair_turns(doc: dict) -> tuple[list, dict]:
+    """A preference row's ``chosen`` conversation (the sample's turns) and its ``rejected`` last turn.
+    Their prompts must be the same and their replies not."""
+    if "turns" in doc:
+        raise _Bad("invalid_row", "a preference pair gives chosen and rejected conversations, not turns")
+    kind, chosen, rejected = doc.get("preference"), doc.get("chosen"), doc.get("rejected")
+    if not isinstance(kind, str) or not kind:
+        raise _Bad("invalid_row", f"preference must name the pair's kind (e.g. 'empathy'), got {kind!r}")
+    for name, conv in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(conv, list) or not conv:
+            raise _Bad("invalid_row", f"{name} must be a non-empty list of turns")
+    if len(chosen) != len(rejected):
+        raise _Bad("invalid_row", f"rejected has {len(rejected)} turns, chosen {len(chosen)}: the prompts differ")
+    for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1], strict=True)):
+        if a != b:
+            raise _Bad("invalid_row", f"rejected[{i}] differs from chosen[{i}]: the prompts differ (only the last turn may)")
+    if chosen[-1] == rejected[-1]:
+        raise _Bad("identical_pair", "chosen and rejected replies are identical: the pair teaches nothing")
+    return chosen, rejected[-1]
+
+
+def _turn(t, i: int, root: Path, max_seconds: float, where: str | None = None) -> ManifestTurn:
+    where = where or f"turns[{i}]"
     if not isinstance(t, dict) or t.get("role") not in ROLES:
         raise _Bad("invalid_row", f"{where}.role must be one of {ROLES}")
     _unknown_fields(t, TURN_FIELDS, f"{where}: ")

@@ -49,6 +49,16 @@ def sidecar(state: Path, shard: Path) -> Path:
     return state / (shard.name + ".json")
 
 
+REJECTED = -1  # the turn number of a preference pair's rejected reply, in the per-row audio and codes
+
+
+def numbered_turns(row: ManifestRow):
+    """(turn number, turn) of the row's turns, then ``(REJECTED, rejected reply)`` for a preference pair."""
+    yield from enumerate(row.turns)
+    if row.rejected is not None:
+        yield REJECTED, row.rejected
+
+
 class _RowFailure(Exception):
     def __init__(self, kind: str, reason: str):
         self.kind, self.reason = kind, reason
@@ -108,11 +118,12 @@ class ShardBuilder:
     def _load(self, row: ManifestRow) -> dict[int, tuple[np.ndarray, int]]:
         """Decode every audio file of a row: turn index -> (mono float32, sample rate)."""
         audio = {}
-        for i, turn in enumerate(row.turns):
+        for i, turn in numbered_turns(row):
             if turn.audio is None:
                 continue
+            where = "rejected" if i == REJECTED else f"turns[{i}]"
             try:
-                wav, sr = read_audio(turn.audio, where=f"turns[{i}].audio: {turn.audio}")
+                wav, sr = read_audio(turn.audio, where=f"{where}.audio: {turn.audio}")
             except AudioError as e:
                 raise _RowFailure("unreadable_audio", str(e)) from None
             audio[i] = (wav, int(sr))
@@ -125,7 +136,7 @@ class ShardBuilder:
         shard's rows, so the same shard always sees the same batches."""
         clips = []
         for row, audio in loaded:
-            for i, turn in enumerate(row.turns):
+            for i, turn in numbered_turns(row):
                 if turn.role == "assistant" and i in audio:
                     wav, sr = audio[i]
                     clips.append(((row.key, i), resample(wav, sr, self.codec.sample_rate)))
@@ -179,14 +190,18 @@ class ShardBuilder:
                 f"speaker embeddings of one sample must share a dimension, got {sorted(dims)}",
             )
         meta = dict(row.meta, manifest_line=row.line)
-        return Sample(row.key, row.task, turns, self.codec.info, row.language, row.system, agent, meta=meta)
+        rejected = None
+        if row.rejected is not None:  # a preference pair's losing reply: text and (optional) speech codes
+            rejected = Turn("assistant", row.rejected.text, codes=codes.get((row.key, REJECTED)))
+        return Sample(row.key, row.task, turns, self.codec.info, row.language, row.system, agent, meta=meta,
+                      rejected=rejected, preference=row.preference)  # fmt: skip
 
     def _stats(self, path: Path, samples: list[Sample], skipped: list[BadRow]) -> dict:
         def tokens(text: str) -> int:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
         audio = sum(len(t.audio) / t.sample_rate for s in samples for t in s.turns if t.audio is not None)
-        frames = sum(t.codes.shape[1] for s in samples for t in s.turns if t.codes is not None)
+        frames = sum(t.codes.shape[1] for s in samples for t in s.turns + [s.rejected] if t is not None and t.codes is not None)
         return {
             "path": path.name,  # relative to the index's folder
             "samples": len(samples),

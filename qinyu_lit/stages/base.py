@@ -20,6 +20,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from torchmetrics import MeanMetric
 
 from ..codec import DemoRuleCodec, MimiCodec  # the one runtime use of the codecs (validation audio)
+from ..data.errors import QinYuError
 from ..eval.validation import StageEvaluator
 from ..model.config import QinYuConfig
 from ..model.flops import FlopShape, flop_shape, training_flops
@@ -186,6 +187,7 @@ class QinYuStage(L.LightningModule):
     # ------------------------------------------------------------------ steps
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        refuse_pairs(batch, type(self).__name__)
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_step("train", out, batch)  # reads device values on logged steps only
         self.flops_per_batch = self._batch_flops(batch)
@@ -193,8 +195,12 @@ class QinYuStage(L.LightningModule):
         if self.loss_normalization == "tokens":  # TokenNormalizedGradients divides by the step's positions
             self.window_targets += out.num_targets
             loss = out.loss_sum * self.trainer.accumulate_grad_batches  # Lightning divides by it again
-        # NaN/inf: marked on the device for NonFiniteGuard (no read here), and a zero still attached to the
-        # graph is returned, so backward and the collectives run on every rank and nothing logs the NaN
+        return self.guard_nonfinite(loss)
+
+    def guard_nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to return from ``training_step``. NaN/inf: marked on the device for NonFiniteGuard (no read
+        here), and a zero still attached to the graph is returned, so backward and the collectives run on
+        every rank and nothing logs the NaN."""
         finite = torch.isfinite(loss.detach())
         self.nonfinite = ~finite if self.nonfinite is None else self.nonfinite | ~finite
         return torch.where(finite, loss, torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0)
@@ -215,6 +221,7 @@ class QinYuStage(L.LightningModule):
         return callbacks + [DataCounters(), GradNormMonitor(), PackedThroughputMonitor()]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        refuse_pairs(batch, type(self).__name__)
         out = self.model(batch)  # through forward(): FSDP and DDP hooks run on it
         self._log_step(self._eval_split, out, batch)
         self.evaluators[self._eval_split].step(self, batch, self._eval_split)
@@ -299,3 +306,11 @@ class QinYuStage(L.LightningModule):
         print(f"[qinyu-lit] {len(decay)} tensors with weight decay, {len(no_decay)} without")
         scheduler = cosine_with_warmup(optimizer, int(self.warmup_ratio * total), total, self.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def refuse_pairs(batch: dict, stage: str) -> None:
+    """Preference shards hold a rejected reply too: a stage with the Eq. 3 loss would learn to say it."""
+    if "pairs" in batch:
+        key = batch["pairs"]["keys"][0]
+        raise QinYuError(f"{stage} got preference pairs (sample {key!r} has a rejected reply): "
+                         "preference shards are for DPOStage (docs/merge_and_dpo.md)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import lightning as L
 
+from ..data.layout import is_rejected_key
 from .logged_steps import is_logged_step
 from .throughput import real_tokens
 
@@ -23,9 +24,10 @@ class DataCounters(L.Callback):
         if "lengths" not in batch:
             return
         c = pl_module._data_counts
-        for row_sources, row_lengths in zip(batch["sources"], batch["lengths"], strict=True):
-            for name, n in zip(row_sources, row_lengths, strict=True):
-                c[f"samples/{name}"] = c.get(f"samples/{name}", 0) + 1
+        for row_sources, row_lengths, row_keys in zip(batch["sources"], batch["lengths"], batch["keys"], strict=True):
+            for name, n, key in zip(row_sources, row_lengths, row_keys, strict=True):
+                # a preference pair is one sample: its rejected twin adds tokens only
+                c[f"samples/{name}"] = c.get(f"samples/{name}", 0) + (not is_rejected_key(key))
                 c[f"tokens/{name}"] = c.get(f"tokens/{name}", 0) + int(n)
         for k, v in batch.get("data_stats", {}).items():
             c[k] = c.get(k, 0) + int(v)

@@ -1,5 +1,6 @@
 """Multi-task DPO: the loss starts at log 2, the LoRA reference (adapter disabled) equals a frozen copy
-without holding one, reply log-probabilities are the Eq. 3 terms, a tiny run learns the demo pairs."""
+without holding one, reply log-probabilities are the Eq. 3 terms and the same packed or not, a precomputed
+reference needs no model, a tiny run learns the demo pairs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import lightning as L
 import pytest
 import torch
 
+from qinyu_lit.data.datamodule import QinYuDataModule
 from qinyu_lit.data.errors import QinYuError
-from qinyu_lit.data.pairs import PairsDataModule
+from qinyu_lit.data.schema import decode_sample
+from qinyu_lit.data.tar import iter_raw_samples
 from qinyu_lit.inference import reply_to
 from qinyu_lit.model.reply_logprob import position_logprobs, reply_logprobs
 from qinyu_lit.prep.demo_pairs import demo_pairs_cmd
@@ -26,9 +29,9 @@ def pairs_dir(demo_dir, tmp_path_factory):
     return out
 
 
-def pairs_data(demo_dir, pairs_dir, batch_size: int = 8, train: str = "train.jsonl") -> PairsDataModule:
-    dm = PairsDataModule(str(pairs_dir / train), str(pairs_dir / "val.jsonl"), tokenizer=str(demo_dir / "tokenizer"),
-                         codebook_size=64, batch_size=batch_size)  # fmt: skip
+def pairs_data(demo_dir, pairs_dir, batch_size: int = 8, pack_length: int | None = None) -> QinYuDataModule:
+    dm = QinYuDataModule(str(pairs_dir / "train"), str(pairs_dir / "val"), tokenizer=str(demo_dir / "tokenizer"),
+                         codebook_size=64, batch_size=batch_size, pack_length=pack_length)  # fmt: skip
     dm.setup("fit")
     return dm
 
@@ -38,14 +41,26 @@ def batch(demo_dir, pairs_dir):
     return next(iter(pairs_data(demo_dir, pairs_dir).val_dataloader()))
 
 
-def test_reply_logprobs_are_the_eq3_terms(tiny_model, batch):
-    """-mean of the per-position log-probabilities is the model's own Eq. 3 loss on the same batch."""
-    logp, rows = position_logprobs(tiny_model, batch)
+def test_reply_logprobs_are_the_eq3_terms_packed_or_not(tiny_model, batch, demo_dir, pairs_dir):
+    """-mean of the per-position log-probabilities is the model's own Eq. 3 loss on the same batch, and a
+    pair's log-probabilities do not change when its replies share a pack with other pairs."""
+    logp, sequence = position_logprobs(tiny_model, batch)
     assert batch["codes"][..., 0].ge(0).any()  # the batch holds speech targets (voice pairs)
     with torch.no_grad():
         assert -logp.mean().item() == pytest.approx(tiny_model.loss(batch).loss.item(), abs=1e-5)
-    sums = reply_logprobs(tiny_model, batch)
-    assert sums[3].item() == pytest.approx(logp[rows == 3].sum().item(), abs=1e-4)
+        sums = reply_logprobs(tiny_model, batch)
+        assert sums[3].item() == pytest.approx(logp[sequence == 3].sum().item(), abs=1e-4)
+        packed = next(iter(pairs_data(demo_dir, pairs_dir, batch_size=1, pack_length=512).val_dataloader()))
+        assert packed["input_ids"].shape[0] == 1 and len(packed["pairs"]["keys"]) > 4  # several pairs, one row
+        again = reply_logprobs(tiny_model, packed)
+    pairs = batch["pairs"]
+    alone = {k: (sums[c].item(), sums[r].item()) for k, c, r in zip(pairs["keys"], pairs["chosen"], pairs["rejected"], strict=True)}
+    shared = 0
+    for key, c, r in zip(packed["pairs"]["keys"], packed["pairs"]["chosen"], packed["pairs"]["rejected"], strict=True):
+        if key in alone:
+            shared += 1
+            assert (again[c].item(), again[r].item()) == pytest.approx(alone[key], abs=1e-4)
+    assert shared >= 2
 
 
 def test_loss_at_step_zero_is_log_2(tiny_net, batch):
@@ -75,26 +90,43 @@ def test_lora_reference_equals_a_frozen_copy_without_holding_one(tiny_net, batch
         base = copy.deepcopy(stage.model)
         base.backbone = base.backbone.unload()  # the starting weights: an explicit reference copy
         ref, pol = reply_logprobs(base, batch), reply_logprobs(explicit, batch)
-    n = len(batch["pair_tasks"])
-    want = dpo_terms(pol[:n], pol[n:], ref[:n], ref[n:], 0.1)
+    c, r = batch["pairs"]["chosen"], batch["pairs"]["rejected"]
+    want = dpo_terms(pol[c], pol[r], ref[c], ref[r], 0.1)
     assert torch.allclose(lora["loss"], want["loss"], atol=1e-5) and lora["reward_margin"].abs().max() > 1e-3
     # one backbone in the stage: its parameters are the plain model's plus the LoRA matrices
     plain = sum(p.numel() for p in base.parameters())
     assert sum(p.numel() for p in stage.parameters()) == plain + lora_params
 
 
-def test_bad_pairs_identical_warned_and_counted_differing_prompts_refused(demo_dir, pairs_dir, tmp_path):
-    rows = [json.loads(line) for line in (pairs_dir / "val.jsonl").read_text().splitlines()[:3]]
-    rows[0]["rejected"] = rows[0]["chosen"]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "val.jsonl").write_text((pairs_dir / "val.jsonl").read_text())
-    with pytest.warns(UserWarning, match=r"pair 'word\d+': chosen and rejected replies are identical"):
-        dm = pairs_data(demo_dir, tmp_path)
-    assert dm.identical == 1 and len(dm.data["train"]) == 2
-    rows[1]["rejected"][0]["text"] = "another question"
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
-    with pytest.raises(QinYuError, match=r"train.jsonl: pair '\w+', field 'rejected\[0\]': the prompts differ"):
-        pairs_data(demo_dir, tmp_path)
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_a_dpo_step_makes_no_device_to_host_read(tiny_net, batch, lora_r):
+    """Policy and reference log-probabilities, DPO terms, SFT term and backward: nothing a GPU would wait for
+    (tests/_host_reads.py; the GPU twin is tests/gpu/test_dpo_gpu.py)."""
+    from tests._host_reads import HostReads
+
+    torch.manual_seed(0)
+    stage = DPOStage(tiny_net, lora_r=lora_r, sft_weight=1.0)
+    stage.configure_model()
+    with HostReads() as reads:
+        terms = stage.dpo_step(batch)
+        (terms["loss"].mean() + terms["sft"]).backward()
+    assert reads.ops == []
+    assert terms["loss"].shape == (len(batch["pairs"]["keys"]),) and torch.isfinite(terms["sft"])
+
+
+def test_a_batch_without_pairs_is_refused_and_sft_refuses_pairs(tiny_net, demo_dir, batch):
+    stage = DPOStage(tiny_net)
+    stage.configure_model()
+    plain = QinYuDataModule(str(demo_dir / "train"), tokenizer=str(demo_dir / "tokenizer"), codebook_size=64, batch_size=2)
+    with pytest.raises(QinYuError, match="DPO trains on preference pairs"):
+        stage.dpo_step(next(iter(plain.train_dataloader())))
+    # and the other way round: SFT on preference shards would also learn the rejected replies
+    from qinyu_lit.stages.sft import SFTStage
+
+    sft = SFTStage(tiny_net)
+    sft.configure_model()
+    with pytest.raises(QinYuError, match=r"SFTStage got preference pairs \(sample '\w+' has a rejected reply\)"):
+        sft.training_step(batch, 0)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -126,30 +158,38 @@ def test_a_tiny_dpo_run_learns_the_held_out_preferences(tiny_net, demo_dir, pair
     assert replies_after > replies_before and replies_after >= 12  # of 16
 
 
+def held_out_pairs(pairs_dir, kind: str) -> list:
+    raws = iter_raw_samples(sorted(map(str, (pairs_dir / "val").glob("*.tar"))))
+    return [s for s in map(decode_sample, raws) if s.preference == kind]
+
+
 @torch.no_grad()
 def right_replies(model, pairs_dir) -> int:
     """Held-out word pairs whose greedy generated reply is the chosen word."""
-    rows = [json.loads(line) for line in (pairs_dir / "val.jsonl").read_text().splitlines()]
-    words = [r for r in rows if r["task"] == "word"]
+    words = held_out_pairs(pairs_dir, "word")
     model.eval()
-    replies = [reply_to(model, text=r["chosen"][0]["text"], max_new_positions=4).text.strip() for r in words]
-    return sum(reply == r["chosen"][-1]["text"] for reply, r in zip(replies, words, strict=True))
+    replies = [reply_to(model, text=s.turns[0].text, max_new_positions=4).text.strip() for s in words]
+    return sum(reply == s.turns[-1].text for reply, s in zip(replies, words, strict=True))
 
 
-def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pairs_dir, tmp_path):
+def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pairs_dir, tmp_path, batch):
     """``qinyu-lit dpo-ref`` with the starting model: the stage then holds no reference and starts at log 2."""
     from qinyu_lit.cli import main
 
     torch.manual_seed(0)
-    stage = DPOStage(tiny_net, reference="precomputed")
+    ref_file = str(tmp_path / "ref.json")
+    stage = DPOStage(tiny_net, reference=ref_file)
     stage.configure_model()
     assert stage.reference is None
     stage.model.save_pretrained(tmp_path / "start")
-    main(["dpo-ref", "--model", str(tmp_path / "start"), "--pairs", str(pairs_dir / "val.jsonl"),
-          "--out", str(tmp_path / "val.jsonl")])  # fmt: skip
-    assert all("ref_logp" in json.loads(line) for line in (tmp_path / "val.jsonl").read_text().splitlines())
-    (tmp_path / "train.jsonl").write_text((tmp_path / "val.jsonl").read_text())
-    batch = next(iter(pairs_data(demo_dir, tmp_path).val_dataloader()))
+    main(["dpo-ref", "--model", str(tmp_path / "start"), "--data", str(pairs_dir / "val"), "--out", ref_file])
+    stored = json.loads((tmp_path / "ref.json").read_text())["logps"]
+    assert sorted(stored) == sorted(s.key for kind in ("word", "voice") for s in held_out_pairs(pairs_dir, kind))
     with torch.no_grad():
         terms = stage.dpo_step(batch)
     assert terms["loss"].mean().item() == pytest.approx(math.log(2), abs=1e-4)
+    with pytest.raises(QinYuError, match="computed with length_normalise=False, the stage has True"):
+        DPOStage(tiny_net, reference=ref_file, length_normalise=True).precomputed  # noqa: B018
+    stage._precomputed = {}
+    with pytest.raises(QinYuError, match=r"ref.json: no reference log-probabilities for pair 'word"):
+        stage.dpo_step(batch)
