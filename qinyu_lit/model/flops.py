@@ -17,7 +17,7 @@ lookups, norms and biases are not matmuls):
 * the frozen audio encoder's forward: 2 per matrix weight per (padded) input frame plus its bidirectional
   attention 4 L d T^2 per clip. Counted, because the step runs it.
 
-Padding tokens are not counted. The chunked loss recomputes the heads' forward in the backward (its
+``forward_flops`` counts a forward pass alone (DPO's reference model runs one per step). Padding tokens are not counted. The chunked loss recomputes the heads' forward in the backward (its
 checkpointing): not counted, it is overhead, not model work.
 """
 
@@ -127,6 +127,15 @@ def training_flops(shape: FlopShape, batch: dict) -> dict[str, int]:
         attention = 4 * shape.encoder_layers * shape.encoder_width * clips * frames**2
         out["encoder"] = 2 * shape.encoder * clips * frames + attention
     return out
+
+
+def forward_flops(shape: FlopShape, batch: dict) -> int:
+    """One forward pass of the same micro-batch, nothing trained (DPO's reference model): 2 per matrix
+    weight per token or supervised position, causal attention 2 L d sum(s_i^2), the encoder as above."""
+    lengths = [n for row in batch["lengths"] for n in row]
+    total = 2 * sum(shape.backbone) * sum(lengths) + 2 * sum(shape.heads) * batch["pack"]["sup_index"].shape[0]
+    total += 2 * shape.layers * shape.attn_width * sum(n * n for n in lengths)
+    return total + training_flops(shape, batch)["encoder"]
 
 
 def _counts_of(module: nn.Module, tied: set[int]) -> tuple[int, int]:

@@ -27,6 +27,8 @@ from torch.nn import functional as F
 
 from ..data.errors import QinYuError
 from ..model.config import QinYuConfig
+from ..model.flops import forward_flops
+from ..model.qinyu import with_pack
 from ..model.reply_logprob import position_logprobs, reply_logprobs, sum_by_sequence
 from .base import QinYuStage
 from .logged_steps import is_logged_step
@@ -101,6 +103,11 @@ class DPOStage(QinYuStage):
             ref = reply_logprobs(model, batch, self.length_normalise)
         return ref[pairs["chosen"]], ref[pairs["rejected"]]
 
+    def _batch_flops(self, batch: dict) -> int:
+        """The policy's forward and backward, plus the reference model's forward (none when precomputed)."""
+        policy = super()._batch_flops(batch)
+        return policy if self.reference_source != "model" else policy + forward_flops(self._flop_shape, with_pack(batch))
+
     def dpo_step(self, batch: dict) -> dict[str, torch.Tensor]:
         pairs = batch.get("pairs")
         if pairs is None:
@@ -120,7 +127,7 @@ class DPOStage(QinYuStage):
         terms = self.dpo_step(batch)
         if is_logged_step(self.trainer):  # the terms are device tensors: read them only on logged steps
             self._log_dpo("train", terms, batch["pairs"]["kinds"])
-        self.flops_per_batch = self._batch_flops(batch)  # the policy's; a reference model adds a forward
+        self.flops_per_batch = self._batch_flops(batch)
         loss = terms["loss"].mean()
         return self.guard_nonfinite(loss + self.sft_weight * terms["sft"] if self.sft_weight else loss)
 

@@ -12,7 +12,7 @@ from qinyu_lit.data.batch import collate
 from qinyu_lit.data.features import FbankLFR
 from qinyu_lit.data.layout import TokenLayout
 from qinyu_lit.data.tokenizer import load_tokenizer
-from qinyu_lit.model.flops import dense_bf16_peak, flop_shape, training_flops
+from qinyu_lit.model.flops import dense_bf16_peak, flop_shape, forward_flops, training_flops
 from qinyu_lit.model.qinyu import QinYuModel
 from qinyu_lit.prep.demo import demo_samples
 from qinyu_lit.stages import AlignStage, PersonaStage, SFTStage
@@ -67,3 +67,14 @@ def test_attention_is_the_causal_half_of_what_eager_computes(tiny_net, demo_dir)
         model(batch).loss.backward()
     bmm = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "bmm" in str(k))
     assert bmm == pytest.approx(2 * training_flops(flop_shape(model), batch)["attention"], rel=0.02)
+
+
+def test_a_forward_pass_alone_agrees_with_torch_flop_counter(tiny_net, demo_dir):
+    """DPO's reference model runs one forward per step (``forward_flops``): the same comparison, no backward."""
+    torch.manual_seed(0)
+    model, batch = QinYuModel(tiny_net).eval(), _pack(demo_dir)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(batch)
+    shape = flop_shape(model)
+    attention = training_flops(shape, batch)["attention"] / 3  # forward: 2 of the 6 L d s^2
+    assert forward_flops(shape, batch) - attention == pytest.approx(counter.get_total_flops(), rel=0.05)

@@ -193,3 +193,11 @@ def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pair
     stage._precomputed = {}
     with pytest.raises(QinYuError, match=r"ref.json: no reference log-probabilities for pair 'word"):
         stage.dpo_step(batch)
+    # MFU: a stored reference costs no forward; a reference model one forward of the batch per step
+    from qinyu_lit.model.flops import flop_shape, forward_flops, training_flops
+
+    shape = flop_shape(stage.model)
+    assert stage._batch_flops(batch) == sum(training_flops(shape, batch).values())
+    with_model = DPOStage(tiny_net)
+    with_model.configure_model()
+    assert with_model._batch_flops(batch) == stage._batch_flops(batch) + forward_flops(shape, batch)
