@@ -20,20 +20,28 @@ from ..data.schema import CodecInfo, Sample, Turn
 from .demo import PROMPTS, SAMPLE_RATE, WORDS, agent_embedding, answer, demo_codes
 from .writer import write_shards
 
+AGENT_VOICES = 3  # the demo corpus's agent voices (``demo_samples``)
+# every (word, voice, rejected voice) the demo can pair: 16 words x 3 voices x 2 other voices = 96
+COMBINATIONS = [(w, v, (v + 1 + k) % AGENT_VOICES) for w in WORDS for v in range(AGENT_VOICES) for k in range(AGENT_VOICES - 1)]
+
 
 def demo_pairs(count: int, seed: int = 0, speaker_dim: int = 16, num_codebooks: int = 8, codebook_size: int = 64) -> list[Sample]:
-    """``count`` pairs of each kind (word, voice), deterministic in ``seed``."""
+    """``count`` pairs of each kind (word, voice), deterministic in ``seed``.
+
+    Each seed walks the 96 ``COMBINATIONS`` in its own random order (then again), so 96 pairs or more
+    cover every one. Why: a toy model learns the (word, voice) combinations it is shown rather than a
+    rule for the others, so random draws that miss a combination leave held-out pairs it cannot know.
+    """
     rng = np.random.default_rng([seed, 7])
     codec = CodecInfo("demo-rule", num_codebooks, codebook_size, 12.5, SAMPLE_RATE)
+    order = rng.permutation(len(COMBINATIONS))
     pairs = []
     for i in range(count):
-        q = str(rng.choice(WORDS))
+        q, voice, other = COMBINATIONS[order[i % len(order)]]
         right = answer(q)
         wrong = str(rng.choice([w for w in WORDS if w != right]))
         pairs.append(Sample(f"word{seed:02d}{i:05d}", "text", [Turn("user", q), Turn("assistant", right)], codec,
                             rejected=Turn("assistant", wrong), preference="word"))  # fmt: skip
-        voice = int(rng.integers(0, 3))
-        other = (voice + 1 + int(rng.integers(0, 2))) % 3
         said = [demo_codes(q, v, num_codebooks, codebook_size) for v in (voice, other)]
         turns = [Turn("user", PROMPTS["tts"] + "\n" + q), Turn("assistant", q, codes=said[0])]
         pairs.append(Sample(f"voice{seed:02d}{i:05d}", "tts", turns, codec, agent_speaker=agent_embedding(voice, speaker_dim),
@@ -41,13 +49,13 @@ def demo_pairs(count: int, seed: int = 0, speaker_dim: int = 16, num_codebooks: 
     return pairs
 
 
-def demo_pairs_cmd(out_dir: str = "data/demo_pairs", count: int = 48, val_count: int = 16, seed: int = 0,
+def demo_pairs_cmd(out_dir: str = "data/demo_pairs", count: int = 128, val_count: int = 16, seed: int = 0,
                    speaker_dim: int = 16, codebook_size: int = 64, samples_per_shard: int = 64) -> None:  # fmt: skip
     """Write the demo's preference shards: ``OUT_DIR/train`` and ``OUT_DIR/val``.
 
     Args:
         out_dir: where to write (use the demo corpus's tokenizer, ``qinyu-lit demo-data``, to train on them).
-        count: training pairs of each kind (word, voice).
+        count: training pairs of each kind (word, voice); 96 or more cover every (word, voice, other voice).
         val_count: held-out pairs of each kind (another seed).
         seed: the training pairs' seed (held-out: ``seed + 1000``).
         speaker_dim: size of the agent voice vectors (the demo corpus's: 16).
