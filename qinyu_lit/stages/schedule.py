@@ -23,4 +23,4 @@ def cosine_with_warmup(
     if not 0.0 <= min_lr <= lr:
         raise ValueError(f"model.init_args.min_lr {min_lr}: must lie in [0, the optimizer's lr {lr}]")
     print(f"[qinyu-lit] {warmup} warmup steps then cosine to step {total}" + (f", ending at lr {min_lr:g}" if min_lr else ""))
-    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=min_lr / lr)
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=min_lr / lr if lr else 0.0)  # lr 0: nothing moves

@@ -32,6 +32,16 @@ def test_min_lr_above_the_lr_is_refused():
         cosine_with_warmup(optimizer, 0, 10, min_lr=1e-4)
 
 
+def test_lr_0_is_a_schedule_at_0():
+    """LR 0 (a run that must not move its weights, e.g. to save a recipe's start) has no min_lr ratio to take."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    scheduler = cosine_with_warmup(optimizer, warmup=0, total=4)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == 0.0
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_a_stage_run_ends_at_its_min_lr(demo_dir, tiny_net):
     stage = SFTStage(tiny_net, warmup_ratio=0.0, min_lr=1e-3, val_generate=0)
