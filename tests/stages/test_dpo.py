@@ -1,22 +1,27 @@
 """Multi-task DPO: the loss starts at log 2, the LoRA reference (adapter disabled) equals a frozen copy
 without holding one, reply log-probabilities are the Eq. 3 terms and the same packed or not, a precomputed
-reference needs no model, a tiny run learns the demo pairs."""
+reference needs no model, the tiny recipe learns the demo pairs."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import math
+import os
+from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from qinyu_lit.cli import main
 from qinyu_lit.data.datamodule import QinYuDataModule
 from qinyu_lit.data.errors import QinYuError
 from qinyu_lit.data.schema import decode_sample
 from qinyu_lit.data.tar import iter_raw_samples
-from qinyu_lit.inference import reply_to
+from qinyu_lit.inference import load_model, reply_to
 from qinyu_lit.model.reply_logprob import position_logprobs, reply_logprobs
 from qinyu_lit.prep.demo_pairs import demo_pairs_cmd
 from qinyu_lit.stages.dpo import DPOStage, dpo_terms
@@ -129,38 +134,6 @@ def test_a_batch_without_pairs_is_refused_and_sft_refuses_pairs(tiny_net, demo_d
         sft.training_step(batch, 0)
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_a_tiny_dpo_run_learns_the_held_out_preferences(tiny_net, demo_dir, pairs_dir):
-    """From a random tiny model, DPO + the chosen reply's SFT term at the tiny recipe's LR, 1000 steps;
-    held-out pairs are other samples (another seed) of the demo's space, every (word, voice) of which
-    the training pairs cover. Measured as preference accuracy and through ``generate``."""
-    L.seed_everything(0)
-    stage = DPOStage(tiny_net, warmup_ratio=0.0, sft_weight=1.0, val_generate=0)
-    stage.optimizer_factory = lambda groups: torch.optim.AdamW(groups, lr=3e-3)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1000, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0)  # fmt: skip
-    dm = pairs_data(demo_dir, pairs_dir)
-
-    def held_out():
-        checker = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-        return checker.validate(stage, dm.val_dataloader(), verbose=False)[0]
-
-    before, words_before, voices_before = held_out(), right_replies(stage.model, pairs_dir), voices(stage.model, pairs_dir)
-    trainer.fit(stage, dm)
-    after, words_after, voices_after = held_out(), right_replies(stage.model, pairs_dir), voices(stage.model, pairs_dir)
-    print({k: round(v, 3) for k, v in after.items() if "acc" in k or "loss" in k})
-    print("word replies right, before / after:", words_before, words_after)
-    print("voice replies (chosen share, rejected share, closer to chosen), before / after:", voices_before, voices_after)
-    assert after["val_task/word/preference_acc"] >= 0.9 and after["val_task/voice/preference_acc"] >= 0.9
-    assert after["val/preference_acc"] > before["val/preference_acc"] and after["val/dpo_loss"] < math.log(2)
-    # through generate: the greedy reply to a held-out word prompt is the chosen word more often ...
-    assert words_after > words_before and words_after >= 12  # of 16
-    # ... and the greedy speech reply to a held-out voice prompt has the chosen voice's codes, not the rejected's
-    chosen, rejected, closer = voices_after
-    assert chosen > 0.5 and chosen > 5 * rejected and closer >= 12 and closer > voices_before[2]  # of 16
-
-
 def held_out_pairs(pairs_dir, kind: str) -> list:
     raws = iter_raw_samples(sorted(map(str, (pairs_dir / "val").glob("*.tar"))))
     return [s for s in map(decode_sample, raws) if s.preference == kind]
@@ -194,6 +167,59 @@ def voices(model, pairs_dir) -> tuple[float, float, int]:
         closer += same[0] > same[1]
         total += s.turns[-1].codes.size
     return round(equal[0].item() / total, 3), round(equal[1].item() / total, 3), closer
+
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "dpo.yaml"
+
+
+def dpo_recipe(run_dir: Path, demo_dir, pairs_dir, init_from: str, *more: str) -> Path:
+    """``qinyu-lit fit --config recipes/tiny/dpo.yaml`` in ``run_dir`` (its checkpoints/ and runs/ land there)
+    on the demo pairs, quiet; returns ``run_dir``."""
+    run_dir.mkdir(parents=True)
+    cwd = os.getcwd()
+    os.chdir(run_dir)  # the recipe's checkpoint dirpath is relative (checkpoints/tiny_dpo)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
+            main(["fit", "--config", str(RECIPE), "--model.init_args.init_from", init_from,
+                  "--data.init_args.train", str(pairs_dir / "train"), "--data.init_args.val", str(pairs_dir / "val"),
+                  "--data.init_args.tokenizer", str(demo_dir / "tokenizer"), "--trainer.enable_model_summary", "false",
+                  *more])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    return run_dir
+
+
+def last_validation(run_dir: Path) -> dict[str, float]:
+    """The run's last logged held-out values, read back from its TensorBoard event file."""
+    events = EventAccumulator(str(next((run_dir / "runs" / "tiny_dpo").glob("version_*"))), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("val")}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_tiny_dpo_recipe_learns_the_held_out_preferences(demo_dir, pairs_dir, tmp_path):
+    """``recipes/tiny/dpo.yaml`` as shipped (1000 steps, LR 3e-3, beta 0.1, SFT term 1, a frozen reference),
+    from a random start rather than the tiny SFT checkpoint (which already answers the demo's prompts: nothing
+    to learn). The start is the recipe's own model saved after one step at LR 0. Held-out pairs are other
+    samples (another seed) of the demo's space, every (word, voice) of which the training pairs cover."""
+    start = dpo_recipe(tmp_path / "start", demo_dir, pairs_dir, "null", "--trainer.max_steps", "1",
+                       "--model.init_args.optimizer.init_args.lr", "0", "--trainer.limit_val_batches", "0")  # fmt: skip
+    start = start / "checkpoints" / "tiny_dpo" / "last.ckpt"
+    run = dpo_recipe(tmp_path / "run", demo_dir, pairs_dir, str(start))
+    held_out = last_validation(run)
+    before, after = load_model(str(start)), load_model(str(run / "checkpoints" / "tiny_dpo" / "last.ckpt"))
+    words_before, words_after = right_replies(before, pairs_dir), right_replies(after, pairs_dir)
+    voices_before, voices_after = voices(before, pairs_dir), voices(after, pairs_dir)
+    print({k: round(v, 3) for k, v in held_out.items() if "acc" in k or "dpo_loss" in k})
+    print("word replies right, before / after:", words_before, words_after)
+    print("voice replies (chosen share, rejected share, closer to chosen), before / after:", voices_before, voices_after)
+    assert held_out["val_task/word/preference_acc"] >= 0.9 and held_out["val_task/voice/preference_acc"] >= 0.9
+    assert held_out["val/dpo_loss"] < math.log(2)
+    # through generate: the greedy reply to a held-out word prompt is the chosen word more often ...
+    assert words_after > words_before and words_after >= 12  # of 16
+    # ... and the greedy speech reply to a held-out voice prompt has the chosen voice's codes, not the rejected's
+    chosen, rejected, closer = voices_after
+    assert chosen > 0.5 and chosen > 5 * rejected and closer > voices_before[2] and closer >= 12  # of 16
 
 
 def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pairs_dir, tmp_path, batch):
