@@ -9,7 +9,6 @@ import copy
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -154,19 +153,15 @@ def voices(model, pairs_dir) -> tuple[float, float, int]:
     by code (all 8 codebooks, frame by frame, the delay undone) with the chosen and with the rejected reply:
     the share of codes equal to the chosen's, to the rejected's, and the replies with more equal to the chosen's."""
     model.eval()
-    equal = torch.zeros(2)
-    closer = total = 0
+    to_chosen = to_rejected = closer = total = 0
     for s in held_out_pairs(pairs_dir, "voice"):
         said = reply_to(model, text=s.turns[0].text, speaker=s.agent_speaker, max_new_positions=16).codes
-        same = []
-        for reply in (s.turns[-1], s.rejected):
-            codes = torch.as_tensor(reply.codes.astype("int64"))
-            frames = min(said.shape[1], codes.shape[1])
-            same.append((said[:, :frames] == codes[:, :frames]).sum().item())
-        equal += torch.tensor(same, dtype=torch.float)
-        closer += same[0] > same[1]
-        total += s.turns[-1].codes.size
-    return round(equal[0].item() / total, 3), round(equal[1].item() / total, 3), closer
+        chosen, rejected = (torch.as_tensor(reply.codes.astype("int64")) for reply in (s.turns[-1], s.rejected))
+        frames = min(said.shape[1], chosen.shape[1])  # both replies say the same word: the same length
+        a = (said[:, :frames] == chosen[:, :frames]).sum().item()
+        b = (said[:, :frames] == rejected[:, :frames]).sum().item()
+        to_chosen, to_rejected, closer, total = to_chosen + a, to_rejected + b, closer + (a > b), total + chosen.numel()
+    return round(to_chosen / total, 3), round(to_rejected / total, 3), closer
 
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "dpo.yaml"
@@ -176,16 +171,12 @@ def dpo_recipe(run_dir: Path, demo_dir, pairs_dir, init_from: str, *more: str) -
     """``qinyu-lit fit --config recipes/tiny/dpo.yaml`` in ``run_dir`` (its checkpoints/ and runs/ land there)
     on the demo pairs, quiet; returns ``run_dir``."""
     run_dir.mkdir(parents=True)
-    cwd = os.getcwd()
-    os.chdir(run_dir)  # the recipe's checkpoint dirpath is relative (checkpoints/tiny_dpo)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-            main(["fit", "--config", str(RECIPE), "--model.init_args.init_from", init_from,
-                  "--data.init_args.train", str(pairs_dir / "train"), "--data.init_args.val", str(pairs_dir / "val"),
-                  "--data.init_args.tokenizer", str(demo_dir / "tokenizer"), "--trainer.enable_model_summary", "false",
-                  *more])  # fmt: skip
-    finally:
-        os.chdir(cwd)
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):  # quiet: the progress bar
+        patch.chdir(run_dir)  # the recipe's checkpoint dirpath is relative (checkpoints/tiny_dpo)
+        main(["fit", "--config", str(RECIPE), "--model.init_args.init_from", init_from,
+              "--data.init_args.train", str(pairs_dir / "train"), "--data.init_args.val", str(pairs_dir / "val"),
+              "--data.init_args.tokenizer", str(demo_dir / "tokenizer"), "--trainer.enable_model_summary", "false",
+              *more])  # fmt: skip
     return run_dir
 
 
@@ -224,7 +215,6 @@ def test_the_tiny_dpo_recipe_learns_the_held_out_preferences(demo_dir, pairs_dir
 
 def test_precomputed_reference_needs_no_reference_model(tiny_net, demo_dir, pairs_dir, tmp_path, batch):
     """``qinyu-lit dpo-ref`` with the starting model: the stage then holds no reference and starts at log 2."""
-    from qinyu_lit.cli import main
 
     torch.manual_seed(0)
     ref_file = str(tmp_path / "ref.json")
